@@ -1,0 +1,39 @@
+"""Errors medcl raises on purpose.
+
+Every error about user input names the offending file (or item) and says why, so a batch job can record it in a
+quarantine report and carry on. They subclass ``ValueError`` so generic callers that already catch bad values keep
+working.
+"""
+
+from __future__ import annotations
+
+from os import PathLike
+
+
+class MedclError(Exception):
+    """Base class of medcl's own errors."""
+
+
+class InvalidInputError(MedclError, ValueError):
+    """An input file or record that medcl cannot use.
+
+    Args:
+        path: the file (or item id) at fault; it starts the message so logs and quarantine reports name it.
+        reason: what is wrong, in words a user can act on.
+    """
+
+    def __init__(self, path: str | PathLike[str] | None, reason: str) -> None:
+        self.path = None if path is None else str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}" if self.path else reason)
+
+    def __reduce__(self):  # keep (path, reason) across process pools
+        return (type(self), (self.path, self.reason))
+
+
+class DataLeakageError(InvalidInputError):
+    """The same patient appears in more than one split."""
+
+
+class ConfigError(MedclError, ValueError):
+    """A configuration that cannot work (unknown name, incompatible options)."""
