@@ -25,8 +25,16 @@ from medcl.errors import DataLeakageError, InvalidInputError
 
 SPLITS = ("train", "val", "test")
 # Official split spellings of the public datasets, normalised to SPLITS.
-SPLIT_ALIASES = {"train": "train", "training": "train", "validate": "val", "validation": "val", "valid": "val",
-                 "val": "val", "test": "test", "testing": "test"}
+SPLIT_ALIASES = {
+    "train": "train",
+    "training": "train",
+    "validate": "val",
+    "validation": "val",
+    "valid": "val",
+    "val": "val",
+    "test": "test",
+    "testing": "test",
+}
 REQUIRED_COLUMNS = ("image", "image_id", "subject_id", "split")
 
 # The 14 CheXpert observations, in the alphabetical order of MIMIC-CXR's chexpert/negbio CSVs.

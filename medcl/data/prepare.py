@@ -30,8 +30,8 @@ from typing import Any, ClassVar
 import pandas as pd
 from tqdm.auto import tqdm
 
-from medcl.errors import ConfigError, InvalidInputError
 from medcl.data.manifest import validate_manifest
+from medcl.errors import ConfigError, InvalidInputError
 
 log = logging.getLogger(__name__)
 

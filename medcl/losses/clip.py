@@ -11,6 +11,8 @@ from torch import Tensor, nn
 
 from medcl.errors import ConfigError
 from medcl.losses.distributed import check_equal_batch_sizes, gather_features, gather_no_grad, world_info
+from medcl.losses.temperature import clamped_scale, register_logit_scale
+from medcl.losses.validation import check_feature_pair, check_ids, check_logit_scale_bounds
 
 
 @dataclass(frozen=True)
@@ -64,7 +66,7 @@ class _ChunkedInfoNCE(torch.autograd.Function):
 
     Peak extra memory is O(chunk_size x N) instead of O(N x N); values and gradients are the same up to float
     summation order. Gradients (G = (softmax - y) / M for M rows):
-    dq = s G k, dk = s G^T q, ds = sum(G * q k^T).
+    dq = s G k, dk = G^T (s q), ds = sum(G * q k^T) = sum((G k) * q).
     """
 
     @staticmethod
@@ -74,7 +76,7 @@ class _ChunkedInfoNCE(torch.autograd.Function):
         log_normalisers = queries.new_empty(rows)
         for start in range(0, rows, chunk_size):
             stop = min(start + chunk_size, rows)
-            logits = scale * (queries[start:stop] @ keys.T)
+            logits = (scale * queries[start:stop]) @ keys.T
             log_normalisers[start:stop] = torch.logsumexp(logits, dim=1)
             total += log_normalisers[start:stop].sum() - _target_logit_sum(logits, targets, start, stop)
         ctx.save_for_backward(queries, keys, scale, log_normalisers)
@@ -92,18 +94,20 @@ class _ChunkedInfoNCE(torch.autograd.Function):
         weight = grad_output / rows
         for start in range(0, rows, chunk_size):
             stop = min(start + chunk_size, rows)
-            similarity = queries[start:stop] @ keys.T
-            grad_logits = torch.exp(scale * similarity - log_normalisers[start:stop, None])
+            scaled_queries = scale * queries[start:stop]
+            grad_logits = scaled_queries @ keys.T
+            grad_logits.sub_(log_normalisers[start:stop, None]).exp_()
             if targets.is_hard:
                 positives = targets.positive_columns(start, stop, grad_logits.device)
                 grad_logits[torch.arange(stop - start, device=grad_logits.device), positives] -= 1
             else:
                 grad_logits -= targets.dense(start, stop, grad_logits.dtype)
             grad_logits *= weight
-            grad_scale += (grad_logits * similarity).sum()
-            grad_logits *= scale
-            grad_queries[start:stop] = grad_logits @ keys
-            grad_keys.addmm_(grad_logits.T, queries[start:stop])
+            # G k and G^T (s q) instead of N-wide elementwise passes; ds = sum(G * q k^T) = sum((G k) * q).
+            grad_times_keys = grad_logits @ keys
+            grad_scale += (grad_times_keys * queries[start:stop]).sum()
+            grad_queries[start:stop] = scale * grad_times_keys
+            grad_keys.addmm_(grad_logits.T, scaled_queries)
         return grad_queries, grad_keys, grad_scale.reshape(scale.shape), None, None
 
 
@@ -157,12 +161,7 @@ class ClipLoss(nn.Module):
         chunk_size: int | None = None,
     ) -> None:
         super().__init__()
-        if not temperature > 0:
-            raise ConfigError(f"ClipLoss temperature must be > 0, got {temperature}")
-        if not max_logit_scale >= 1:
-            raise ConfigError(f"ClipLoss max_logit_scale must be >= 1 (a temperature <= 1), got {max_logit_scale}")
-        if 1 / temperature > max_logit_scale:
-            raise ConfigError(f"ClipLoss 1/temperature = {1 / temperature:g} exceeds max_logit_scale {max_logit_scale}")
+        check_logit_scale_bounds("ClipLoss", temperature, max_logit_scale)
         if chunk_size is not None and chunk_size < 1:
             raise ConfigError(f"ClipLoss chunk_size must be a positive integer or None, got {chunk_size}")
         self.learnable_temperature = learnable_temperature
@@ -171,11 +170,7 @@ class ClipLoss(nn.Module):
         self.local_loss = local_loss
         self.gather_with_grad = gather_with_grad
         self.chunk_size = chunk_size
-        initial = torch.tensor(math.log(1 / temperature))
-        if learnable_temperature:
-            self.logit_scale = nn.Parameter(initial)
-        else:
-            self.register_buffer("logit_scale", initial)
+        register_logit_scale(self, "logit_scale", math.log(1 / temperature), learnable_temperature)
 
     def extra_repr(self) -> str:
         return (
@@ -187,11 +182,7 @@ class ClipLoss(nn.Module):
     @property
     def temperature(self) -> float:
         """Current temperature 1 / exp(clamped logit_scale)."""
-        return float(torch.exp(-self.clamped_logit_scale()))
-
-    def clamped_logit_scale(self) -> Tensor:
-        """logit_scale clamped to [0, log(max_logit_scale)] (CLIP's guard against a collapsing temperature)."""
-        return self.logit_scale.clamp(0.0, math.log(self.max_logit_scale))
+        return 1.0 / float(clamped_scale(self.logit_scale.detach(), self.max_logit_scale))
 
     def forward(
         self,
@@ -207,14 +198,14 @@ class ClipLoss(nn.Module):
         batch = image_features.shape[0]
         if group_ids is not None and label_targets is not None:
             raise ValueError("pass group_ids or label_targets, not both")
-        if group_ids is not None and (group_ids.shape != (batch,) or group_ids.is_floating_point()):
-            raise ValueError(f"group_ids must be an integer tensor of shape ({batch},), got {tuple(group_ids.shape)}")
+        if group_ids is not None:
+            check_ids("group_ids", group_ids, batch)
         if label_targets is not None and (label_targets.ndim != 2 or label_targets.shape[0] != batch):
             raise ValueError(f"label_targets must have shape ({batch}, C), got {tuple(label_targets.shape)}")
         if self.normalize:
             image_features = F.normalize(image_features, dim=-1)
             text_features = F.normalize(text_features, dim=-1)
-        scale = self.clamped_logit_scale().exp().to(image_features.dtype)
+        scale = clamped_scale(self.logit_scale, self.max_logit_scale).to(image_features.dtype)
 
         rank, world = world_info()
         check_equal_batch_sizes(batch, image_features.device)
@@ -236,19 +227,12 @@ class ClipLoss(nn.Module):
             image_to_text = _ChunkedInfoNCE.apply(image_rows, all_texts, scale, targets, self.chunk_size)
             text_to_image = _ChunkedInfoNCE.apply(text_rows, all_images, scale, targets, self.chunk_size)
         elif local_rows:
-            image_to_text = targeted_cross_entropy(scale * (image_rows @ all_texts.T), targets)
-            text_to_image = targeted_cross_entropy(scale * (text_rows @ all_images.T), targets)
+            # Scaling the (B, D) rows, not the (B, N) product, saves a pass over the logits.
+            image_to_text = targeted_cross_entropy((scale * image_rows) @ all_texts.T, targets)
+            text_to_image = targeted_cross_entropy((scale * text_rows) @ all_images.T, targets)
         else:
             # One N x N product serves both directions (the columns of I T^T are the rows of T I^T).
-            logits = scale * (all_images @ all_texts.T)
+            logits = (scale * all_images) @ all_texts.T
             image_to_text = targeted_cross_entropy(logits, targets)
             text_to_image = targeted_cross_entropy(logits.T, targets)
         return (image_to_text + text_to_image) / 2
-
-
-def check_feature_pair(first: Tensor, second: Tensor) -> None:
-    """Both (B, D) with the same shape."""
-    if first.ndim != 2 or first.shape != second.shape:
-        raise ValueError(
-            f"expected two (B, D) feature tensors of the same shape, got {tuple(first.shape)} and {tuple(second.shape)}"
-        )

@@ -1,0 +1,69 @@
+"""Image<->text retrieval metrics.
+
+Relevance is given as a boolean matrix so one implementation serves both conventions in the literature:
+instance retrieval (relevant = the same study's report; ConVIRT/GLoRIA Recall@K) and label retrieval
+(relevant = a report with the same finding; CoGaze/MedCLIP Precision@K on 5x200/8x200 sets).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+
+
+def recall_at_k(similarity: Tensor, relevant: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+    """Fraction of queries (rows) with at least one relevant candidate among their top K.
+
+    similarity, relevant: (Q, M). Queries with no relevant candidate are excluded.
+    """
+    valid = relevant.any(dim=1)
+    order = similarity[valid].argsort(dim=1, descending=True)
+    hits = relevant[valid].gather(1, order)
+    return {k: hits[:, :k].any(dim=1).float().mean().item() for k in ks if k <= similarity.shape[1]}
+
+
+def precision_at_k(similarity: Tensor, relevant: Tensor, ks: Sequence[int] = (1, 5, 10)) -> dict[int, float]:
+    """Mean over queries of the fraction of the top K candidates that are relevant."""
+    order = similarity.argsort(dim=1, descending=True)
+    hits = relevant.gather(1, order).float()
+    return {k: hits[:, :k].mean(dim=1).mean().item() for k in ks if k <= similarity.shape[1]}
+
+
+def retrieval_metrics(
+    image_embeddings: Tensor,
+    text_embeddings: Tensor,
+    image_groups: Tensor,
+    text_groups: Tensor,
+    ks: Sequence[int] = (1, 5, 10),
+    image_labels: Tensor | None = None,
+    text_labels: Tensor | None = None,
+) -> dict[str, float]:
+    """Recall@K both ways on normalised embeddings, plus label Precision@K when labels are given.
+
+    image_groups (Qi,), text_groups (Qt,): study ids; an image's relevant text is its study's report.
+    Pass one text per study (deduplicate before) so chance Recall@1 is 1/#studies.
+    image_labels (Qi, C), text_labels (Qt, C): binary; relevant = identical label vectors.
+    """
+    similarity = image_embeddings.float() @ text_embeddings.float().T
+    same_study = image_groups[:, None] == text_groups[None, :]
+    metrics: dict[str, float] = {}
+    for k, v in recall_at_k(similarity, same_study, ks).items():
+        metrics[f"i2t_R@{k}"] = v
+    for k, v in recall_at_k(similarity.T, same_study.T, ks).items():
+        metrics[f"t2i_R@{k}"] = v
+    metrics["chance_R@1"] = 1.0 / max(1, text_embeddings.shape[0])
+    if image_labels is not None and text_labels is not None:
+        same_labels = (image_labels[:, None, :] == text_labels[None, :, :]).all(dim=-1)
+        for k, v in precision_at_k(similarity, same_labels, ks).items():
+            metrics[f"i2t_P@{k}"] = v
+    return metrics
+
+
+def first_per_group(groups: Tensor) -> Tensor:
+    """Indices of the first occurrence of each group id (to keep one report per study)."""
+    seen: dict[int, int] = {}
+    for index, group in enumerate(groups.tolist()):
+        seen.setdefault(group, index)
+    return torch.tensor(sorted(seen.values()), dtype=torch.long)

@@ -1,0 +1,49 @@
+"""Alignment and uniformity (Wang & Isola) for monitoring representations, plus their combination as a loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medcl.losses.validation import check_feature_pair, check_positive
+
+
+def alignment(first: Tensor, second: Tensor, alpha: float = 2.0) -> Tensor:
+    """E ||f(x) - f(y)||_2^alpha over positive pairs (rows of ``first``, ``second``, both (B, D), normalised here).
+    Lower is better aligned; 0 when every pair coincides, 2^alpha when opposite."""
+    check_feature_pair(first, second)
+    return (F.normalize(first, dim=-1) - F.normalize(second, dim=-1)).norm(dim=-1).pow(alpha).mean()
+
+
+def uniformity(features: Tensor, t: float = 2.0) -> Tensor:
+    """log E_{i<j} exp(-t ||f(x_i) - f(x_j)||_2^2) over distinct pairs of (B, D) features (normalised here).
+    Lower is more uniform on the hypersphere; 0 when all features collapse to one point."""
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ValueError(f"uniformity needs (B, D) features with B >= 2, got {tuple(features.shape)}")
+    distances = torch.pdist(F.normalize(features, dim=-1)).pow(2)
+    return torch.logsumexp(-t * distances, dim=0) - torch.log(torch.tensor(float(distances.numel())))
+
+
+class AlignUniformLoss(nn.Module):
+    """Wang & Isola's objective [1]: ``alignment(x, y) + w/2 (uniformity(x) + uniformity(y))``.
+
+    Shapes: first, second (B, D) -> scalar.
+
+    References:
+        [1] Wang & Isola, Understanding Contrastive Representation Learning through Alignment and Uniformity on the
+            Hypersphere, ICML 2020.
+    """
+
+    def __init__(self, alpha: float = 2.0, t: float = 2.0, uniformity_weight: float = 1.0) -> None:
+        super().__init__()
+        check_positive("AlignUniformLoss alpha", alpha)
+        check_positive("AlignUniformLoss t", t)
+        self.alpha, self.t, self.uniformity_weight = alpha, t, uniformity_weight
+
+    def extra_repr(self) -> str:
+        return f"alpha={self.alpha}, t={self.t}, uniformity_weight={self.uniformity_weight}"
+
+    def forward(self, first: Tensor, second: Tensor) -> Tensor:
+        spread = (uniformity(first, self.t) + uniformity(second, self.t)) / 2
+        return alignment(first, second, self.alpha) + self.uniformity_weight * spread

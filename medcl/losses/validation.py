@@ -1,0 +1,37 @@
+"""Argument checks shared by the losses: clear errors that name the offending shapes and values."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from medcl.errors import ConfigError
+
+
+def check_positive(name: str, value: float) -> None:
+    """ConfigError unless ``value`` > 0 (temperatures, scales)."""
+    if not value > 0:
+        raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+def check_feature_pair(first: Tensor, second: Tensor) -> None:
+    """ValueError unless both are (B, D) with the same shape."""
+    if first.ndim != 2 or first.shape != second.shape:
+        raise ValueError(
+            f"expected two (B, D) feature tensors of the same shape, got {tuple(first.shape)} and {tuple(second.shape)}"
+        )
+
+
+def check_ids(name: str, ids: Tensor | None, batch: int) -> None:
+    """ValueError unless ``ids`` is an integer tensor of shape (batch,)."""
+    if ids is None or ids.shape != (batch,) or ids.is_floating_point():
+        shape = None if ids is None else tuple(ids.shape)
+        raise ValueError(f"{name} must be an integer tensor of shape ({batch},), got {shape}")
+
+
+def check_logit_scale_bounds(owner: str, temperature: float, max_logit_scale: float) -> None:
+    """ConfigError unless 0 < temperature, max_logit_scale >= 1 and 1 / temperature <= max_logit_scale."""
+    check_positive(f"{owner} temperature", temperature)
+    if not max_logit_scale >= 1:
+        raise ConfigError(f"{owner} max_logit_scale must be >= 1 (a temperature <= 1), got {max_logit_scale}")
+    if 1 / temperature > max_logit_scale:
+        raise ConfigError(f"{owner} 1/temperature = {1 / temperature:g} exceeds max_logit_scale {max_logit_scale}")

@@ -1,0 +1,80 @@
+"""Loading pretrained weights with a key-match report, so weights never fail to load silently."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from medcl.errors import InvalidInputError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class KeyMatchReport:
+    matched: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)  # in the model, not in the checkpoint
+    unexpected: list[str] = field(default_factory=list)  # in the checkpoint, not in the model
+    shape_mismatched: list[str] = field(default_factory=list)
+
+    @property
+    def matched_fraction(self) -> float:
+        total = len(self.matched) + len(self.missing) + len(self.shape_mismatched)
+        return len(self.matched) / total if total else 0.0
+
+    def summary(self) -> str:
+        return (
+            f"matched {len(self.matched)} ({self.matched_fraction:.1%} of model keys), missing {len(self.missing)}, "
+            f"unexpected {len(self.unexpected)}, shape-mismatched {len(self.shape_mismatched)}"
+        )
+
+    def as_metrics(self, prefix: str = "init") -> dict[str, float]:
+        return {
+            f"{prefix}/matched": float(len(self.matched)),
+            f"{prefix}/missing": float(len(self.missing)),
+            f"{prefix}/unexpected": float(len(self.unexpected)),
+            f"{prefix}/shape_mismatched": float(len(self.shape_mismatched)),
+            f"{prefix}/matched_fraction": self.matched_fraction,
+        }
+
+
+def load_matching_state_dict(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    source: str,
+    rename: Mapping[str, str] | None = None,
+    min_matched_fraction: float = 0.9,
+) -> KeyMatchReport:
+    """Copy every checkpoint tensor whose (renamed) key and shape match ``module``; report the rest.
+
+    ``rename`` maps key prefixes (e.g. ``{"module.": "", "swin_vit.": "swinViT."}``). Raises
+    :class:`InvalidInputError` when fewer than ``min_matched_fraction`` of the module's keys were loaded.
+    """
+    own = module.state_dict()
+    report = KeyMatchReport()
+    to_load: dict[str, torch.Tensor] = {}
+    for key, value in state_dict.items():
+        new_key = key
+        for old, new in (rename or {}).items():
+            if new_key.startswith(old):
+                new_key = new + new_key[len(old) :]
+        if new_key not in own:
+            report.unexpected.append(key)
+        elif tuple(own[new_key].shape) != tuple(value.shape):
+            report.shape_mismatched.append(new_key)
+        else:
+            to_load[new_key] = value
+            report.matched.append(new_key)
+    report.missing = [k for k in own if k not in to_load and k not in report.shape_mismatched]
+    log.info("loading %s: %s", source, report.summary())
+    if report.matched_fraction < min_matched_fraction:
+        raise InvalidInputError(
+            source, f"only {report.summary()}; expected at least {min_matched_fraction:.0%} of model keys to match"
+        )
+    module.load_state_dict(to_load, strict=False)
+    return report
