@@ -1,9 +1,10 @@
 """ClipLoss forward + backward: naive full-matrix loss vs ClipLoss default vs ClipLoss memory-bounded (chunked).
 
-CPU (default N = 16384, D = 256): every mode runs in a fresh subprocess; peak memory is the growth of the process's
-peak resident set (ru_maxrss) over its resident set just before the first forward, so allocator caches of one mode
-never hide another's. GPU: torch.cuda.max_memory_allocated over the same step (default N = 65536).
-Results of every mode are compared with the naive one (loss and all gradients).
+Memory: every mode runs one step in a fresh subprocess; on CPU its peak is the growth of the process's peak resident
+set (ru_maxrss) over its resident set just before the step, so allocator caches of one mode never hide another's; on
+GPU it is torch.cuda.max_memory_allocated over the step. Results of every mode (loss and all gradients) are compared
+with the naive one. Time: the modes then run in one process, interleaved round by round (best of ``--repeats``), so
+load from other processes on a shared machine falls on all modes alike.
 
     python benchmarks/losses.py                       # CPU, N = 16384
     python benchmarks/losses.py --device cuda         # GPU, N = 65536
@@ -67,8 +68,8 @@ def current_rss_bytes() -> int:
         return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def run_mode(mode: str, n: int, dim: int, chunk_size: int, repeats: int, device: str, result_path: str) -> dict:
-    """Run one mode: peak memory of the first step, best time of ``repeats`` further steps; save loss and grads."""
+def run_mode(mode: str, n: int, dim: int, chunk_size: int, device: str, result_path: str) -> dict:
+    """One step of one mode in this (fresh) process: its peak memory; loss and gradients saved to ``result_path``."""
     step, logit_scale = make_step(mode, chunk_size)
     logit_scale.data = logit_scale.data.to(device)
     images, texts = make_inputs(n, dim, device)
@@ -84,18 +85,33 @@ def run_mode(mode: str, n: int, dim: int, chunk_size: int, repeats: int, device:
         peak = torch.cuda.max_memory_allocated() - baseline
     else:
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - baseline
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        forward_backward(step, logit_scale, images, texts)
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
     torch.save(
         {"loss": loss.cpu(), "images": images.grad.cpu(), "texts": texts.grad.cpu(), "scale": logit_scale.grad.cpu()},
         result_path,
     )
-    return {"mode": mode, "peak_bytes": peak, "best_seconds": min(times), "loss": float(loss)}
+    return {"mode": mode, "peak_bytes": peak, "loss": float(loss)}
+
+
+def time_modes(modes: list[str], n: int, dim: int, chunk_size: int, repeats: int, device: str) -> dict[str, float]:
+    """Best seconds per forward + backward step, the modes interleaved within each round (after one warm-up)."""
+    images, texts = make_inputs(n, dim, device)
+    steps = {}
+    for mode in modes:
+        step, logit_scale = make_step(mode, chunk_size)
+        logit_scale.data = logit_scale.data.to(device)
+        steps[mode] = (step, logit_scale)
+        forward_backward(step, logit_scale, images, texts)
+    best = dict.fromkeys(modes, float("inf"))
+    for _ in range(repeats):
+        for mode in modes:
+            if device == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            forward_backward(*steps[mode], images, texts)
+            if device == "cuda":
+                torch.cuda.synchronize()
+            best[mode] = min(best[mode], time.perf_counter() - start)
+    return best
 
 
 def compare(reference: dict, other: dict) -> float:
@@ -123,7 +139,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.worker:
-        summary = run_mode(args.worker, n, args.dim, args.chunk_size, args.repeats, args.device, args.result)
+        summary = run_mode(args.worker, n, args.dim, args.chunk_size, args.device, args.result)
         print(json.dumps(summary))
         return
 
@@ -147,8 +163,6 @@ def main() -> None:
                 str(args.dim),
                 "--chunk-size",
                 str(args.chunk_size),
-                "--repeats",
-                str(args.repeats),
             ]
             if args.threads:
                 command += ["--threads", str(args.threads)]
@@ -157,10 +171,12 @@ def main() -> None:
                 raise SystemExit(f"mode {mode} failed (a naive N x N step may not fit in memory):\n{completed.stderr}")
             results[mode] = json.loads(completed.stdout.strip().splitlines()[-1])
             results[mode]["tensors"] = torch.load(path)
+    for mode, seconds in time_modes(modes, n, args.dim, args.chunk_size, args.repeats, args.device).items():
+        results[mode]["best_seconds"] = seconds
 
     print(
         f"ClipLoss forward+backward, N={n}, D={args.dim}, device={args.device}, chunk_size={args.chunk_size}, "
-        f"threads={args.threads or torch.get_num_threads()}, best of {args.repeats}"
+        f"threads={args.threads or torch.get_num_threads()}, time: best of {args.repeats} interleaved rounds"
     )
     print(f"{'mode':<9}{'peak MiB':>12}{'seconds':>10}{'loss':>14}{'max rel diff vs naive':>24}")
     reference = results.get("naive")

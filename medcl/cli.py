@@ -26,6 +26,21 @@ def _quiet_environment() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+def _configure_logging() -> None:
+    """medcl's own INFO messages on stderr; silence optional-codec chatter from MONAI's DICOM plugin import."""
+    import warnings
+
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    medcl_logger = logging.getLogger("medcl")
+    if not medcl_logger.handlers:
+        medcl_logger.addHandler(handler)
+    medcl_logger.setLevel(logging.INFO)
+    logging.getLogger("monai.data.nvimgcodec_pydicom_plugin").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message=".*NvImgCodecPydicomReader.*")
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+
+
 def lightning_main(args: list[str] | None = None, run: bool = True) -> Any:
     """Run LightningCLI with medcl's defaults; returns the CLI object."""
     from lightning.pytorch import LightningDataModule, LightningModule
@@ -35,17 +50,32 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> Any:
     from medcl.tracking import MedclMLFlowLogger, MLflowRunFile, MLflowSaveConfigCallback, run_id_for_resume
 
     class MedclCLI(LightningCLI):
-        def add_arguments_to_parser(self, parser) -> None:
-            # A first-class checkpoint section: `--checkpoint.dirpath`, and `last.ckpt` for `--ckpt_path last`.
+        def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
+            # `checkpoint.*` is the best-model checkpoint (monitor/mode/save_top_k); a second callback keeps
+            # last.ckpt fresh every N training steps so `--ckpt_path last` resumes mid-epoch after a crash or kill.
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
-            parser.set_defaults({"checkpoint.save_last": True})
+            parser.set_defaults({"checkpoint.save_last": False})
+            parser.add_argument(
+                "--last_checkpoint_every_n_steps",
+                type=int,
+                default=50,
+                help="write last.ckpt every N training steps (and at each epoch end)",
+            )
 
         def before_instantiate_classes(self) -> None:
             config = self.config[self.subcommand] if self.subcommand else self.config
             root = Path(config.trainer.default_root_dir or ".")
             if not config.checkpoint.dirpath:
                 config.checkpoint.dirpath = str(root / "checkpoints")
-            self.trainer_defaults["callbacks"] = [MLflowRunFile(config.checkpoint.dirpath)]
+            self.trainer_defaults["callbacks"] = [
+                MLflowRunFile(config.checkpoint.dirpath),
+                ModelCheckpoint(
+                    dirpath=config.checkpoint.dirpath,
+                    save_top_k=0,
+                    save_last=True,
+                    every_n_train_steps=config.last_checkpoint_every_n_steps,
+                ),
+            ]
             logger = config.trainer.logger
             if logger in (None, True):
                 config.trainer.logger = logger = {"class_path": "medcl.tracking.MedclMLFlowLogger", "init_args": {}}
@@ -81,11 +111,15 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
+# Gaze sets annotate an existing (synthetic) MIMIC-CXR tree: they take it as --option mimic_root=<dir>.
+NEEDS_MIMIC_ROOT = {"egd-cxr", "reflacx"}
 SYNTHESISERS = {
     "mimic-cxr": "medcl.data.synthetic.cxr:generate_mimic_cxr",
     "egd-cxr": "medcl.data.synthetic.gaze:write_egd_cxr",
     "reflacx": "medcl.data.synthetic.gaze:write_reflacx",
     "chexpert": "medcl.data.synthetic.cxr_downstream:generate_chexpert",
+    "rsna-pneumonia": "medcl.data.synthetic.cxr_downstream:generate_rsna_pneumonia",
+    "siim-acr": "medcl.data.synthetic.cxr_downstream:generate_siim_acr",
     "msd": "medcl.data.synthetic.volume:generate_msd",
     "btcv": "medcl.data.synthetic.volume:generate_btcv",
     "brats": "medcl.data.synthetic.volume:generate_brats",
@@ -103,7 +137,7 @@ def _resolve(target: str) -> Any:
 
 def data_main(argv: list[str]) -> int:
     from medcl.data.prepare import available_adapters, merge_manifests, prepare
-    from medcl.errors import MedclError
+    from medcl.errors import ConfigError, MedclError
 
     parser = argparse.ArgumentParser(prog="medcl data", description="Dataset adapters and synthetic datasets.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -145,8 +179,14 @@ def data_main(argv: list[str]) -> int:
         elif args.command == "merge":
             print(merge_manifests(args.parts, args.out))
         elif args.command == "synth":
-            summary = _resolve(SYNTHESISERS[args.kind])(args.out, **_parse_options(args.option))
-            print(summary)
+            options = _parse_options(args.option)
+            generator = _resolve(SYNTHESISERS[args.kind])
+            if args.kind in NEEDS_MIMIC_ROOT:
+                if "mimic_root" not in options:
+                    raise ConfigError(f"synth {args.kind} annotates a MIMIC-CXR tree: add --option mimic_root=<dir>")
+                print(generator(options.pop("mimic_root"), args.out, **options))
+            else:
+                print(generator(args.out, **options))
     except MedclError as err:
         print(f"medcl data {args.command}: error: {err}", file=sys.stderr)
         return 2
@@ -157,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     from_command_line = argv is None
     argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_environment()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    _configure_logging()
     usage = "usage: medcl {fit,validate,test,predict,data,eval,demo} ... (medcl <command> --help)"
     if not argv or argv[0] in {"-h", "--help"}:
         print(usage)

@@ -17,10 +17,10 @@ import medcl
 
 HEADLINE = (
     "test/zeroshot_auroc_mean",
-    "test/i2t_R@1",
-    "test/i2t_R@5",
-    "test/t2i_R@1",
-    "test/chance_R@1",
+    "test/i2t_R1",
+    "test/i2t_R5",
+    "test/t2i_R1",
+    "test/chance_R1",
 )
 
 

@@ -7,8 +7,17 @@ A batch is a dict::
     group_id   (B,) int64: a stable hash of the study id; images of one study share one report (positives)
     labels     (B, 14) float32 targets under the uncertain-label policy; label_mask (B, 14) bool
     image_id   list[str]
-    gaze       (B, 1, S, S) when the manifest has gaze heatmaps and ``use_gaze`` (zeros + has_gaze=False otherwise)
     context    list[str] "indication / history" text
+    has_context (B,) bool: the row has an indication or a history (context-infused encoders skip the others)
+    view       (B,) int64 view-position index (:func:`medcl.models.cogaze.view_index`: PA, AP, LATERAL, LL, other)
+
+With gaze (``use_gaze``; on by default when the manifest has a ``gaze`` column or ``gaze_manifests`` are given)::
+
+    gaze                (B, 1, S, S) full-reading heatmap (zeros where the image has none); gaze_present (B,) bool
+    gaze_text           list[str] the full transcript ("" without gaze)
+    gaze_sentences      (B, M, S, S) one heatmap per transcript sentence, M = the batch's most sentences (padded)
+    gaze_sentence_mask  (B, M) bool, True for a real sentence
+    gaze_sentence_text  list[list[str]] the sentences of each item
 
 The image, gaze map and masks go through the same MONAI dictionary transforms (one random draw for all keys).
 """
@@ -16,6 +25,7 @@ The image, gaze map and masks go through the same MONAI dictionary transforms (o
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,9 +37,17 @@ import torch
 from lightning.pytorch import LightningDataModule
 from monai import transforms as mt
 from monai.data import CacheDataset, Dataset
-from torch.utils.data import DataLoader
+from monai.transforms import MapTransform
+from torch.utils.data import DataLoader, default_collate
 
 from medcl.data.manifest import CHEXPERT_LABELS, binarize_labels, read_manifest
+from medcl.data.transforms import LoadGazeHeatmapd
+from medcl.errors import InvalidInputError
+from medcl.models.cogaze import view_index
+
+GAZE_KEYS = ("gaze", "gaze_sentences")
+# Keys whose per-item size varies; cxr_collate pads or lists them instead of stacking.
+_RAGGED_KEYS = ("gaze_sentences", "gaze_sentence_text", "gaze_sentence_count")
 
 
 def stable_group_id(value: str) -> int:
@@ -55,15 +73,67 @@ def context_text(row: pd.Series) -> str:
     return f"[INDICATION] {_text(row.get('indication'))} [HISTORY] {_text(row.get('history'))}".strip()
 
 
+def has_context(row: pd.Series) -> bool:
+    return bool(_text(row.get("indication")) or _text(row.get("history")))
+
+
+class LoadGazeSentencesd(MapTransform):
+    """Stack the sentence heatmaps listed under ``gaze_sentences`` into one (M, W, H) map on the image's grid.
+
+    Each map goes through :class:`~medcl.data.transforms.LoadGazeHeatmapd` (same axis convention and shape check as
+    the full-reading map); an item without sentences gets one zero channel (``gaze_sentence_count`` = 0).
+    """
+
+    def __init__(self, image_key: str = "image") -> None:
+        super().__init__(keys=["gaze_sentences"])
+        self.image_key = image_key
+        self.load = LoadGazeHeatmapd(keys="map", image_key=image_key)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        paths = list(d.get("gaze_sentences") or [])
+        maps = [self.load({self.image_key: d[self.image_key], "map": path})["map"] for path in paths] or [
+            self.load({self.image_key: d[self.image_key], "map": None})["map"]
+        ]
+        d["gaze_sentences"] = torch.cat([torch.as_tensor(m) for m in maps], dim=0)
+        d["gaze_sentence_count"] = len(paths)
+        return d
+
+
+def cxr_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    """``default_collate`` plus padding of the per-sentence gaze maps to the batch's most sentences."""
+    # New dicts, never pop: CacheDataset may hand out its cached dicts themselves.
+    ragged = [{k: item[k] for k in _RAGGED_KEYS if k in item} for item in items]
+    batch = default_collate([{k: v for k, v in item.items() if k not in _RAGGED_KEYS} for item in items])
+    if ragged and "gaze_sentences" in ragged[0]:
+        counts = [r["gaze_sentence_count"] for r in ragged]
+        longest = max(1, *counts)
+        first = ragged[0]["gaze_sentences"]
+        maps = torch.zeros((len(items), longest, *first.shape[1:]), dtype=first.dtype)
+        for i, r in enumerate(ragged):
+            maps[i, : counts[i]] = torch.as_tensor(r["gaze_sentences"])[: counts[i]]
+        batch["gaze_sentences"] = maps
+        batch["gaze_sentence_mask"] = torch.arange(longest)[None, :] < torch.tensor(counts)[:, None]
+        batch["gaze_sentence_text"] = [list(r["gaze_sentence_text"]) for r in ragged]
+    return batch
+
+
 def cxr_transforms(image_size: int, train: bool, keys: Sequence[str] = ("image",)) -> mt.Compose:
     """Deterministic load/resize, then (train only) mild geometric and intensity augmentation.
 
     Horizontal flips are excluded on purpose: reports say "left"/"right" and the heart sits on the left.
-    The first random transform ends what CacheDataset caches.
+    The first random transform ends what CacheDataset caches. Gaze keys (``gaze``, ``gaze_sentences``) are loaded
+    onto the image's grid and follow every spatial transform of the image (one random draw for all keys).
     """
     image_keys = [k for k in keys if k == "image"]
     steps: list[mt.Transform] = [
         mt.LoadImaged(keys=image_keys, image_only=True, ensure_channel_first=True, reader="PILReader"),
+    ]
+    if "gaze" in keys:
+        steps.append(LoadGazeHeatmapd(keys="gaze"))
+    if "gaze_sentences" in keys:
+        steps.append(LoadGazeSentencesd())
+    steps += [
         mt.ScaleIntensityd(keys=image_keys),
         mt.Resized(keys=list(keys), spatial_size=image_size, size_mode="longest", anti_aliasing=True),
         mt.ResizeWithPadOrCropd(keys=list(keys), spatial_size=(image_size, image_size)),
@@ -98,6 +168,11 @@ class CXRDataModule(LightningDataModule):
             under ``synthetic_root`` with these generator arguments and runs the ``mimic-cxr`` adapter on it, so a
             demo config runs on a fresh checkout.
         frontal_only: keep PA/AP images only.
+        gaze_manifests: manifests of gaze datasets (``medcl data prepare egd-cxr|reflacx``) whose ``gaze`` and
+            ``gaze_sentences`` columns are joined onto ``manifest`` by image id (``dicom_id`` when the gaze manifest
+            has it, else ``image_id``): the combined CoGaze manifest. When an image has gaze in several, the first
+            manifest listed (then its first row) wins; gaze already in ``manifest`` is kept.
+        use_gaze: add the gaze keys to batches (None: when the manifest has gaze columns after the join).
     """
 
     def __init__(
@@ -112,6 +187,8 @@ class CXRDataModule(LightningDataModule):
         frontal_only: bool = False,
         synthetic: dict[str, Any] | None = None,
         synthetic_root: str | None = None,
+        gaze_manifests: Sequence[str] = (),
+        use_gaze: bool | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -133,12 +210,19 @@ class CXRDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.frames:
             return
-        frame = read_manifest(self.manifest)
+        frame = join_gaze(read_manifest(self.manifest), self.hparams.gaze_manifests)
         if self.hparams.frontal_only and "view" in frame:
             frame = frame[frame["view"].isin(["PA", "AP"])]
         frame = frame.assign(text=[report_text(r, self.hparams.text_fields) for _, r in frame.iterrows()])
         frame = frame[frame["text"] != ""]
         self.frames = {split: part.reset_index(drop=True) for split, part in frame.groupby("split")}
+        if self.hparams.use_gaze is None:
+            self.hparams.use_gaze = bool("gaze" in frame and frame["gaze"].map(_text).ne("").any())
+
+    def label_counts(self, split: str = "train") -> list[int]:
+        """Positive count per CheXpert label on ``split`` under the uncertain-label policy (class-balanced losses)."""
+        targets = torch.stack([r["labels"] for r in self.records(split)])
+        return [int(n) for n in (targets > 0.5).sum(dim=0)]
 
     def records(self, split: str) -> list[dict[str, Any]]:
         frame = self.frames.get(split)
@@ -158,12 +242,17 @@ class CXRDataModule(LightningDataModule):
                     "group_id": stable_group_id(row.get("study_id", row["image_id"])),
                     "labels": torch.from_numpy(targets[i]),
                     "label_mask": torch.from_numpy(masks[i]),
+                    "has_context": has_context(row),
+                    "view": view_index(row.get("view")),
                 }
             )
+            if self.hparams.use_gaze:
+                records[-1].update(gaze_record(row, str(self.manifest)))
         return records
 
     def dataset(self, split: str, train: bool) -> Dataset:
-        transform = cxr_transforms(self.hparams.image_size, train)
+        keys = ("image", *GAZE_KEYS) if self.hparams.use_gaze else ("image",)
+        transform = cxr_transforms(self.hparams.image_size, train, keys)
         data = self.records(split)
         if self.hparams.cache == "memory":
             return CacheDataset(data, transform, num_workers=self.hparams.num_workers or None, progress=False)
@@ -177,6 +266,7 @@ class CXRDataModule(LightningDataModule):
             drop_last=train,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
+            collate_fn=cxr_collate,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -190,3 +280,55 @@ class CXRDataModule(LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self.loader("test", train=False)
+
+
+def _sentence_records(value: Any, source: str) -> list[dict[str, Any]]:
+    """The ``gaze_sentences`` cell: a JSON file path, or the JSON list itself; empty -> []."""
+    text = _text(value)
+    if not text:
+        return []
+    try:
+        records = json.loads(Path(text).read_text()) if not text.lstrip().startswith("[") else json.loads(text)
+    except (OSError, json.JSONDecodeError) as err:
+        raise InvalidInputError(text if len(text) < 300 else source, f"unreadable gaze_sentences JSON ({err})") from err
+    if not isinstance(records, list) or any("heatmap" not in r or "text" not in r for r in records):
+        raise InvalidInputError(source, "gaze_sentences must be a list of {text, heatmap, ...} records")
+    return records
+
+
+def gaze_record(row: pd.Series, source: str) -> dict[str, Any]:
+    """Gaze fields of one record: heatmap paths (None when absent), sentence texts and the full transcript."""
+    sentences = _sentence_records(row.get("gaze_sentences"), source)
+    full = _text(row.get("gaze")) or None
+    transcript = _text(row.get("transcript")) or " ".join(str(r["text"]) for r in sentences)
+    return {
+        "gaze": full,
+        "gaze_text": transcript if full is not None else "",
+        "gaze_sentences": [str(r["heatmap"]) for r in sentences],
+        "gaze_sentence_text": [str(r["text"]) for r in sentences],
+    }
+
+
+def join_gaze(frame: pd.DataFrame, gaze_manifests: Sequence[str]) -> pd.DataFrame:
+    """Left-join the gaze columns of ``gaze_manifests`` onto ``frame`` by image id (see CXRDataModule)."""
+    if not gaze_manifests:
+        return frame
+    frame = frame.copy()
+    for column in ("gaze", "gaze_sentences", "transcript"):
+        if column not in frame:
+            frame[column] = ""
+        frame[column] = frame[column].map(_text).astype(object)
+    for path in gaze_manifests:
+        gaze = read_manifest(path)
+        key = "dicom_id" if "dicom_id" in gaze else "image_id"
+        if "gaze" not in gaze:
+            raise InvalidInputError(path, "gaze manifest has no 'gaze' column")
+        gaze = gaze[gaze["gaze"].map(_text) != ""].drop_duplicates(subset=key, keep="first").set_index(key)
+        lookup = frame["image_id"].astype(str)
+        missing = frame["gaze"] == ""
+        for column in ("gaze", "gaze_sentences", "transcript"):
+            if column in gaze:
+                values = lookup.map(gaze[column].map(_text))
+                fill = missing & values.notna()
+                frame.loc[fill, column] = values[fill]
+    return frame

@@ -106,32 +106,50 @@ def reflect_gaussian_responses(centres: np.ndarray, length: int, sigma: float) -
     return out
 
 
-def egd_map(x_original: Sequence[float], y_original: Sequence[float], original_shape: Shape,
-            *, sigma: float = EGD_SIGMA_PX) -> SeparableMap:
+def egd_map(
+    x_original: Sequence[float], y_original: Sequence[float], original_shape: Shape, *, sigma: float = EGD_SIGMA_PX
+) -> SeparableMap:
     """EGD-CXR fixation counts blurred by ``gaussian_filter(sigma)``, at the original DICOM resolution.
 
-    Fixations with a negative coordinate (``-1`` = off the image) or outside ``original_shape`` are skipped.
+    Fixations with a negative coordinate (``-1`` = off the image) or outside ``original_shape`` get weight 0 (they
+    keep their index so callers can select fixations by time).
     """
     x = np.asarray(x_original, dtype=np.float64)
     y = np.asarray(y_original, dtype=np.float64)
     height, width = original_shape
     keep = np.isfinite(x) & np.isfinite(y) & (x >= 0) & (y >= 0) & (x < width) & (y < height)
-    xs, ys = x[keep].astype(np.int64), y[keep].astype(np.int64)  # the official script indexes with int()
+    xs, ys = np.where(keep, x, 0).astype(np.int64), np.where(keep, y, 0).astype(np.int64)  # the script uses int()
     return SeparableMap(
-        reflect_gaussian_responses(ys, height, sigma), reflect_gaussian_responses(xs, width, sigma), np.ones(len(xs))
+        reflect_gaussian_responses(ys, height, sigma),
+        reflect_gaussian_responses(xs, width, sigma),
+        keep.astype(np.float64),
     )
 
 
-def egd_heatmap(x_original: Sequence[float], y_original: Sequence[float], original_shape: Shape,
-                stored_shape: Shape | None = None, *, sigma: float = EGD_SIGMA_PX, source: object = None) -> np.ndarray:
+def egd_heatmap(
+    x_original: Sequence[float],
+    y_original: Sequence[float],
+    original_shape: Shape,
+    stored_shape: Shape | None = None,
+    *,
+    sigma: float = EGD_SIGMA_PX,
+    source: object = None,
+) -> np.ndarray:
     """EGD-CXR heatmap on the stored image grid, normalised to sum 1 (see :func:`egd_map`)."""
     return egd_map(x_original, y_original, original_shape, sigma=sigma).render(stored_shape, source=source)
 
 
 REFLACX_FIXATION_COLUMNS = (
-    "timestamp_start_fixation", "timestamp_end_fixation", "x_position", "y_position",
-    "angular_resolution_x_pixels_per_degree", "angular_resolution_y_pixels_per_degree",
-    "xmin_shown_from_image", "ymin_shown_from_image", "xmax_shown_from_image", "ymax_shown_from_image",
+    "timestamp_start_fixation",
+    "timestamp_end_fixation",
+    "x_position",
+    "y_position",
+    "angular_resolution_x_pixels_per_degree",
+    "angular_resolution_y_pixels_per_degree",
+    "xmin_shown_from_image",
+    "ymin_shown_from_image",
+    "xmax_shown_from_image",
+    "ymax_shown_from_image",
 )
 
 
@@ -142,8 +160,9 @@ def _clipped_normal(mean: np.ndarray, std: np.ndarray, low: np.ndarray, high: np
     return np.where((pixels >= low[:, None]) & (pixels < high[:, None]), density, 0.0)
 
 
-def reflacx_map(fixations: pd.DataFrame, original_shape: Shape, *, angle_degrees: float = 1.0,
-                source: object = None) -> SeparableMap:
+def reflacx_map(
+    fixations: pd.DataFrame, original_shape: Shape, *, angle_degrees: float = 1.0, source: object = None
+) -> SeparableMap:
     """REFLACX duration-weighted Gaussians clipped to the shown region, at the original DICOM resolution.
 
     ``multivariate_normal(mu, diag(sy^2, sx^2)).pdf`` is the product of two 1-D densities, hence separable.
@@ -151,22 +170,35 @@ def reflacx_map(fixations: pd.DataFrame, original_shape: Shape, *, angle_degrees
     missing = [c for c in REFLACX_FIXATION_COLUMNS if c not in fixations.columns]
     if missing:
         raise InvalidInputError(source, f"fixations table lacks column(s) {missing}")
-    table = fixations[list(REFLACX_FIXATION_COLUMNS)].apply(pd.to_numeric, errors="coerce").dropna()
+    table = fixations[list(REFLACX_FIXATION_COLUMNS)].apply(pd.to_numeric, errors="coerce")
+    valid = table.notna().all(axis=1).to_numpy()  # unreadable rows get weight 0 but keep their index
+    table = table.fillna(1.0)
     height, width = original_shape
     sigma_x = table["angular_resolution_x_pixels_per_degree"].to_numpy() * angle_degrees
     sigma_y = table["angular_resolution_y_pixels_per_degree"].to_numpy() * angle_degrees
     if (sigma_x <= 0).any() or (sigma_y <= 0).any():
         raise InvalidInputError(source, "angular resolution (pixels per degree) must be positive")
-    rows = _clipped_normal(table["y_position"].to_numpy(), sigma_y, np.round(table["ymin_shown_from_image"].to_numpy()),
-                           np.round(table["ymax_shown_from_image"].to_numpy()), height)
-    cols = _clipped_normal(table["x_position"].to_numpy(), sigma_x, np.round(table["xmin_shown_from_image"].to_numpy()),
-                           np.round(table["xmax_shown_from_image"].to_numpy()), width)
+    rows = _clipped_normal(
+        table["y_position"].to_numpy(),
+        sigma_y,
+        np.round(table["ymin_shown_from_image"].to_numpy()),
+        np.round(table["ymax_shown_from_image"].to_numpy()),
+        height,
+    )
+    cols = _clipped_normal(
+        table["x_position"].to_numpy(),
+        sigma_x,
+        np.round(table["xmin_shown_from_image"].to_numpy()),
+        np.round(table["xmax_shown_from_image"].to_numpy()),
+        width,
+    )
     duration = (table["timestamp_end_fixation"] - table["timestamp_start_fixation"]).to_numpy()
-    return SeparableMap(rows, cols, np.clip(duration, 0.0, None))
+    return SeparableMap(rows, cols, np.where(valid, np.clip(duration, 0.0, None), 0.0))
 
 
-def reflacx_heatmap(fixations: pd.DataFrame, original_shape: Shape, stored_shape: Shape | None = None,
-                    *, source: object = None) -> np.ndarray:
+def reflacx_heatmap(
+    fixations: pd.DataFrame, original_shape: Shape, stored_shape: Shape | None = None, *, source: object = None
+) -> np.ndarray:
     """REFLACX heatmap on the stored image grid, normalised to sum 1 (see :func:`reflacx_map`)."""
     return reflacx_map(fixations, original_shape, source=source).render(stored_shape, source=source)
 
@@ -197,7 +229,8 @@ def egd_sentences(transcript: dict[str, Any], *, source: object = None) -> list[
         phrases = transcript["time_stamped_text"]
         return [Sentence(str(p["phrase"]).strip(), float(p["begin_time"]), float(p["end_time"])) for p in phrases]
     except (KeyError, TypeError, ValueError) as err:
-        raise InvalidInputError(source, f"transcript.json lacks time_stamped_text phrase/begin_time/end_time ({err})")
+        reason = f"transcript.json lacks time_stamped_text phrase/begin_time/end_time ({err})"
+        raise InvalidInputError(source, reason) from err
 
 
 def reflacx_sentences(words: pd.DataFrame, *, source: object = None) -> list[Sentence]:
@@ -234,9 +267,18 @@ def overlapping(starts: np.ndarray, ends: np.ndarray, sentence: Sentence, *, lea
     return (np.asarray(ends) >= sentence.begin_s - lead_s) & (np.asarray(starts) <= sentence.end_s)
 
 
-def write_sentence_heatmaps(gaze_map: SeparableMap, starts: np.ndarray, ends: np.ndarray,
-                            sentences: Sequence[Sentence], stored_shape: Shape, folder: Path, prefix: str,
-                            *, lead_s: float = 0.0, extra: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+def write_sentence_heatmaps(
+    gaze_map: SeparableMap,
+    starts: np.ndarray,
+    ends: np.ndarray,
+    sentences: Sequence[Sentence],
+    stored_shape: Shape,
+    folder: Path,
+    prefix: str,
+    *,
+    lead_s: float = 0.0,
+    extra: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
     """Save one heatmap per sentence that has fixations in its window; return their JSON records.
 
     Sentences without any overlapping fixation inside the image get no record (there is no gaze to learn from).

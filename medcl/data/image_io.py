@@ -171,6 +171,8 @@ def read_image_array(
                     f"unsupported file type {suffix!r} ({err.reason}); medcl reads DICOM, NIfTI (.nii, .nii.gz), "
                     "PNG, JPEG and .npy",
                 ) from err
+    # Tensors and plain types only, so cached MetaTensors load with torch.load(weights_only=True).
+    meta["original_affine"] = torch.as_tensor(meta["original_affine"], dtype=torch.float64)
     meta["spatial_shape"] = tuple(int(n) for n in array.shape[1:])
     meta["original_channel_dim"] = 0
     meta["filename_or_obj"] = str(path)

@@ -2,6 +2,7 @@
 
     medcl eval zeroshot  --ckpt <file> --manifest <csv> [--split test]
     medcl eval retrieval --ckpt <file> --manifest <csv> [--split test]
+    medcl eval report    --csv <file> --ref-col <c> --gen-col <c>   (medcl.eval.report_cli)
 
 Both run the task's test loop on the split (zero-shot AUROC per class and image<->text Recall@K are computed together;
 the subcommand picks which are printed).
@@ -15,6 +16,10 @@ PREFIXES = {"zeroshot": ("zeroshot_",), "retrieval": ("i2t_", "t2i_", "chance_")
 
 
 def eval_main(argv: list[str]) -> int:
+    if argv[:1] == ["report"]:
+        from medcl.eval.report_cli import report_main
+
+        return report_main(argv[1:])
     parser = argparse.ArgumentParser(prog="medcl eval", description="Evaluate a checkpoint.")
     parser.add_argument("kind", choices=sorted(PREFIXES))
     parser.add_argument("--ckpt", required=True, help="checkpoint of an image-text task")

@@ -42,6 +42,8 @@ def retrieval_metrics(
 ) -> dict[str, float]:
     """Recall@K both ways on normalised embeddings, plus label Precision@K when labels are given.
 
+    Keys: ``i2t_R{K}``, ``t2i_R{K}``, ``i2t_P{K}`` and ``chance_R1`` (MLflow metric names cannot hold "@").
+
     image_groups (Qi,), text_groups (Qt,): study ids; an image's relevant text is its study's report.
     Pass one text per study (deduplicate before) so chance Recall@1 is 1/#studies.
     image_labels (Qi, C), text_labels (Qt, C): binary; relevant = identical label vectors.
@@ -50,14 +52,14 @@ def retrieval_metrics(
     same_study = image_groups[:, None] == text_groups[None, :]
     metrics: dict[str, float] = {}
     for k, v in recall_at_k(similarity, same_study, ks).items():
-        metrics[f"i2t_R@{k}"] = v
+        metrics[f"i2t_R{k}"] = v
     for k, v in recall_at_k(similarity.T, same_study.T, ks).items():
-        metrics[f"t2i_R@{k}"] = v
-    metrics["chance_R@1"] = 1.0 / max(1, text_embeddings.shape[0])
+        metrics[f"t2i_R{k}"] = v
+    metrics["chance_R1"] = 1.0 / max(1, text_embeddings.shape[0])
     if image_labels is not None and text_labels is not None:
         same_labels = (image_labels[:, None, :] == text_labels[None, :, :]).all(dim=-1)
         for k, v in precision_at_k(similarity, same_labels, ks).items():
-            metrics[f"i2t_P@{k}"] = v
+            metrics[f"i2t_P{k}"] = v
     return metrics
 
 

@@ -69,6 +69,7 @@ class HFTextEncoder(nn.Module):
         config = AutoConfig.from_pretrained(source, **overrides)
         self.tokenizer = AutoTokenizer.from_pretrained(source)
         self.net = AutoModel.from_pretrained(source, config=config) if pretrained else AutoModel.from_config(config)
+        self.net.train()  # from_pretrained returns eval mode; the trainer owns train/eval switching
         added = self.tokenizer.add_special_tokens({"additional_special_tokens": list(special_tokens)})
         if added:
             self.net.resize_token_embeddings(len(self.tokenizer))

@@ -151,6 +151,8 @@ class ImageTextPretraining(LightningModule):
         metrics, skipped = self.evaluation_metrics(outputs)
         if skipped:
             self.print(f"{stage}: zero-shot AUROC skipped for {skipped} (only one label value present)")
+        # Logged even when undefined (NaN) so a checkpoint monitor on it never finds the key missing.
+        metrics.setdefault("zeroshot_auroc_mean", float("nan"))
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=False)
 
     def all_gather_outputs(self, outputs: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:

@@ -49,10 +49,16 @@ def test_egd_all_off_image_is_an_error() -> None:
 
 def _reflacx_row(x, y, start, end, rect=(0, 0, 60, 40), res=(3.0, 2.0)) -> dict:
     return {
-        "timestamp_start_fixation": start, "timestamp_end_fixation": end, "x_position": x, "y_position": y,
-        "angular_resolution_x_pixels_per_degree": res[0], "angular_resolution_y_pixels_per_degree": res[1],
-        "xmin_shown_from_image": rect[0], "ymin_shown_from_image": rect[1],
-        "xmax_shown_from_image": rect[2], "ymax_shown_from_image": rect[3],
+        "timestamp_start_fixation": start,
+        "timestamp_end_fixation": end,
+        "x_position": x,
+        "y_position": y,
+        "angular_resolution_x_pixels_per_degree": res[0],
+        "angular_resolution_y_pixels_per_degree": res[1],
+        "xmin_shown_from_image": rect[0],
+        "ymin_shown_from_image": rect[1],
+        "xmax_shown_from_image": rect[2],
+        "ymax_shown_from_image": rect[3],
     }
 
 
@@ -60,8 +66,15 @@ def _official_reflacx(frame: pd.DataFrame, shape: tuple[int, int]) -> np.ndarray
     """The REFLACX script's formulation: a multivariate normal pdf over the shown rectangle, times duration."""
     img = np.zeros(shape)
     for _, r in frame.iterrows():
-        x0, y0, x1, y1 = (round(r[c]) for c in ("xmin_shown_from_image", "ymin_shown_from_image",
-                                                  "xmax_shown_from_image", "ymax_shown_from_image"))
+        x0, y0, x1, y1 = (
+            round(r[c])
+            for c in (
+                "xmin_shown_from_image",
+                "ymin_shown_from_image",
+                "xmax_shown_from_image",
+                "ymax_shown_from_image",
+            )
+        )
         yy, xx = np.meshgrid(np.arange(y1 - y0), np.arange(x1 - x0), indexing="ij")
         pdf = multivariate_normal(
             [r["y_position"] - y0, r["x_position"] - x0],
@@ -75,17 +88,21 @@ def _official_reflacx(frame: pd.DataFrame, shape: tuple[int, int]) -> np.ndarray
 
 def test_reflacx_matches_official_formulation_with_clipping_and_durations() -> None:
     shape = (40, 60)
-    frame = pd.DataFrame([
-        _reflacx_row(10, 12, 0.0, 0.3),
-        _reflacx_row(45, 30, 0.5, 1.4, rect=(30, 20, 60, 40)),  # zoomed in: clipped to the shown region
-        _reflacx_row(29.6, 21.2, 2.0, 2.2, rect=(20.4, 9.6, 50, 35)),  # rounded rectangle edges
-    ])
+    frame = pd.DataFrame(
+        [
+            _reflacx_row(10, 12, 0.0, 0.3),
+            _reflacx_row(45, 30, 0.5, 1.4, rect=(30, 20, 60, 40)),  # zoomed in: clipped to the shown region
+            _reflacx_row(29.6, 21.2, 2.0, 2.2, rect=(20.4, 9.6, 50, 35)),  # rounded rectangle edges
+        ]
+    )
     np.testing.assert_allclose(gaze.reflacx_heatmap(frame, shape), _official_reflacx(frame, shape), atol=1e-7)
 
 
 def test_reflacx_two_fixations_weighted_by_duration() -> None:
     # Far-apart narrow Gaussians: each fixation's mass is its share of the total duration (0.2 s vs 0.6 s).
-    frame = pd.DataFrame([_reflacx_row(10, 10, 0.0, 0.2, res=(1.0, 1.0)), _reflacx_row(50, 30, 1.0, 1.6, res=(1.0, 1.0))])
+    frame = pd.DataFrame(
+        [_reflacx_row(10, 10, 0.0, 0.2, res=(1.0, 1.0)), _reflacx_row(50, 30, 1.0, 1.6, res=(1.0, 1.0))]
+    )
     heatmap = gaze.reflacx_heatmap(frame, (40, 60))
     assert heatmap.sum() == pytest.approx(1.0, rel=1e-6)
     assert heatmap[:20, :30].sum() == pytest.approx(0.25, abs=1e-4)
@@ -115,18 +132,27 @@ def test_area_resample_matrix_non_integer_scale() -> None:
 
 
 def test_sentences_and_windows() -> None:
-    words = pd.DataFrame({
-        "word": ["heart", "is", "enlarged", ".", "no", "effusion", ",", "seen", "."],
-        "timestamp_start_word": [1.0, 1.3, 1.5, 2.0, 4.0, 4.2, 4.8, 4.9, 5.4],
-        "timestamp_end_word": [1.3, 1.5, 2.0, 2.0, 4.2, 4.8, 4.8, 5.4, 5.4],
-    })
+    words = pd.DataFrame(
+        {
+            "word": ["heart", "is", "enlarged", ".", "no", "effusion", ",", "seen", "."],
+            "timestamp_start_word": [1.0, 1.3, 1.5, 2.0, 4.0, 4.2, 4.8, 4.9, 5.4],
+            "timestamp_end_word": [1.3, 1.5, 2.0, 2.0, 4.2, 4.8, 4.8, 5.4, 5.4],
+        }
+    )
     sentences = gaze.reflacx_sentences(words)
     assert sentences == [gaze.Sentence("heart is enlarged.", 1.0, 2.0), gaze.Sentence("no effusion, seen.", 4.0, 5.4)]
     starts, ends = np.array([0.0, 1.9, 3.0, 5.3]), np.array([0.9, 2.5, 3.5, 6.0])
     np.testing.assert_array_equal(gaze.overlapping(starts, ends, sentences[0]), [False, True, False, False])
     np.testing.assert_array_equal(gaze.overlapping(starts, ends, sentences[0], lead_s=0.2), [True, True, False, False])
-    egd = gaze.egd_sentences({"full_text": "a. b.", "time_stamped_text": [
-        {"phrase": "a.", "begin_time": 0.5, "end_time": 1.0}, {"phrase": "b.", "begin_time": 1.2, "end_time": 2.0}]})
+    egd = gaze.egd_sentences(
+        {
+            "full_text": "a. b.",
+            "time_stamped_text": [
+                {"phrase": "a.", "begin_time": 0.5, "end_time": 1.0},
+                {"phrase": "b.", "begin_time": 1.2, "end_time": 2.0},
+            ],
+        }
+    )
     assert egd[1] == gaze.Sentence("b.", 1.2, 2.0)
     with pytest.raises(InvalidInputError):
         gaze.egd_sentences({"full_text": "x"}, source="transcript.json")
@@ -135,8 +161,9 @@ def test_sentences_and_windows() -> None:
 def test_sentence_heatmaps_use_only_their_fixations(tmp_path) -> None:
     gaze_map = gaze.egd_map([10, 50], [10, 30], (40, 60), sigma=2.0)
     sentences = [gaze.Sentence("left.", 0.0, 1.0), gaze.Sentence("right.", 2.0, 3.0), gaze.Sentence("none.", 9, 10)]
-    records = gaze.write_sentence_heatmaps(gaze_map, np.array([0.2, 2.1]), np.array([0.5, 2.5]), sentences,
-                                           (40, 60), tmp_path, "img")
+    records = gaze.write_sentence_heatmaps(
+        gaze_map, np.array([0.2, 2.1]), np.array([0.5, 2.5]), sentences, (40, 60), tmp_path, "img"
+    )
     assert [r["text"] for r in records] == ["left.", "right."]
     right = np.load(records[1]["heatmap"])
     np.testing.assert_allclose(right, gaze.egd_heatmap([50], [30], (40, 60), sigma=2.0))

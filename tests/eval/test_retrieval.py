@@ -27,5 +27,5 @@ def test_retrieval_metrics_perfect_embeddings_and_chance():
     keep = first_per_group(groups)
     assert keep.tolist() == [0, 2, 3]
     metrics = retrieval_metrics(images, texts, groups, groups[keep], ks=(1,))
-    assert metrics["i2t_R@1"] == 1.0 and metrics["t2i_R@1"] == 1.0
-    assert metrics["chance_R@1"] == pytest.approx(1 / 3)
+    assert metrics["i2t_R1"] == 1.0 and metrics["t2i_R1"] == 1.0
+    assert metrics["chance_R1"] == pytest.approx(1 / 3)

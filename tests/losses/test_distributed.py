@@ -17,7 +17,16 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from losses_testing import assert_close_all, value_and_grads
 
-from medcl.losses import ClipLoss
+from medcl.losses import (
+    ClipLoss,
+    DCLWLoss,
+    GlobalPartitionLoss,
+    MVDHELLoss,
+    MVInfoNCELoss,
+    NTXentLoss,
+    SigLipLoss,
+    SupConLoss,
+)
 
 WORLD = 2
 PER_RANK = 6
@@ -34,7 +43,7 @@ def _clip_case(groups: bool = False, labels: bool = False, **options) -> Callabl
         n = WORLD * PER_RANK
         kwargs = {}
         if groups:
-            kwargs["group_ids"] = torch.tensor([0, 0, 1, 2, 3, 3, 3, 4, 5, 6, 6, 7])
+            kwargs["group_ids"] = GROUPS
         if labels:
             kwargs["label_targets"] = (_features(3, n, 4) > 0).double()
         return ClipLoss(**options).double(), [_features(1, n, 5), _features(2, n, 5)], kwargs
@@ -42,7 +51,37 @@ def _clip_case(groups: bool = False, labels: bool = False, **options) -> Callabl
     return build
 
 
+def _case(
+    make_loss: Callable[[], torch.nn.Module],
+    *shapes: tuple[int, ...],
+    ids: torch.Tensor | None = None,
+    id_key: str | None = None,
+) -> Callable[[], Case]:
+    """Inputs: one float64 tensor per shape (global batch first), then ``ids`` positionally or as ``id_key``."""
+
+    def build() -> Case:
+        args = [_features(seed, *shape) for seed, shape in enumerate(shapes, start=10)]
+        if ids is not None and id_key is None:
+            args.append(ids)
+        kwargs = {id_key: ids} if id_key is not None else {}
+        return make_loss().double(), args, kwargs
+
+    return build
+
+
+N = WORLD * PER_RANK
+GROUPS = torch.tensor([0, 0, 1, 2, 3, 3, 3, 4, 5, 6, 6, 7])
+PARTITIONS = torch.tensor([0, 1, 2, 0, 1, 2, 0, 1, 2, 0, 1, 2])
+
 CASES: dict[str, Callable[[], Case]] = {
+    "ntxent": _case(NTXentLoss, (N, 5), (N, 5)),
+    "dclw": _case(DCLWLoss, (N, 5), (N, 5)),
+    "supcon": _case(SupConLoss, (N, 3, 5), ids=torch.tensor([0, 1, 2, 0, 1, 2, 3, 3, 1, 0, 4, 2])),
+    "mv_infonce": _case(MVInfoNCELoss, (N, 3, 5)),
+    "mv_dhel": _case(MVDHELLoss, (N, 4, 5)),
+    "global_partition": _case(GlobalPartitionLoss, (N, 5), (N, 5), ids=PARTITIONS),
+    "siglip": _case(SigLipLoss, (N, 5), (N, 5)),
+    "siglip_chunked_groups": _case(lambda: SigLipLoss(chunk_size=4), (N, 5), (N, 5), ids=GROUPS, id_key="group_ids"),
     "clip": _clip_case(),
     "clip_global_loss": _clip_case(local_loss=False),
     "clip_chunked_groups": _clip_case(chunk_size=4, groups=True),

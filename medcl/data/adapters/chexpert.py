@@ -94,8 +94,9 @@ def _view(frontal_lateral: object, ap_pa: object) -> str:
     return str(ap_pa).strip().upper() if isinstance(ap_pa, str) and ap_pa.strip() else "FRONTAL"
 
 
-def make_5x200(frame: pd.DataFrame, seed: int = 0, per_class: int = 200,
-               classes: Sequence[str] = CHEXPERT_5X200) -> pd.DataFrame:
+def make_5x200(
+    frame: pd.DataFrame, seed: int = 0, per_class: int = 200, classes: Sequence[str] = CHEXPERT_5X200
+) -> pd.DataFrame:
     """The CheXpert 5x200 zero-shot set (GLoRIA convention) from manifest rows.
 
     Frontal train images only; blank labels count as 0; for each class keep images where that class is 1 and every
@@ -110,8 +111,11 @@ def make_5x200(frame: pd.DataFrame, seed: int = 0, per_class: int = 200,
         rest = [label for label in others_axis if label != name]
         eligible = pool[(codes[name] == 1) & (codes[rest] == 0).all(axis=1)]
         if len(eligible) < per_class:
-            raise InvalidInputError(None, f"5x200: only {len(eligible)} frontal train images are positive for "
-                                          f"{name} alone; need {per_class} (lower per_class for small data)")
+            raise InvalidInputError(
+                None,
+                f"5x200: only {len(eligible)} frontal train images are positive for "
+                f"{name} alone; need {per_class} (lower per_class for small data)",
+            )
         picked.append(eligible.sample(n=per_class, random_state=seed).assign(label=name))
     return pd.concat(picked, ignore_index=True)
 
@@ -142,8 +146,12 @@ class CheXpertAdapter(DatasetAdapter):
             table = read_csv(table_path, ["Path", "Frontal/Lateral"])
             for row in table.to_dict("records"):
                 relative = self.relative_path(row["Path"], table_path)
-                info = {"relative": relative, "split": split, "view": _view(row["Frontal/Lateral"], row.get("AP/PA")),
-                        **label_codes(row)}
+                info = {
+                    "relative": relative,
+                    "split": split,
+                    "view": _view(row["Frontal/Lateral"], row.get("AP/PA")),
+                    **label_codes(row),
+                }
                 items.append(WorkItem(relative, str(folder / relative), info))
         return items
 
@@ -161,9 +169,14 @@ class CheXpertAdapter(DatasetAdapter):
         stored_shape(item.path)
         parts = Path(item.info["relative"]).parts
         patient, study = parts[-3], parts[-2]
-        row = {"image": item.path, "image_id": str(Path(item.info["relative"]).with_suffix("")),
-               "subject_id": patient, "study_id": f"{patient}_{study}", "split": normalize_split(item.info["split"]),
-               "view": item.info["view"]}
+        row = {
+            "image": item.path,
+            "image_id": str(Path(item.info["relative"]).with_suffix("")),
+            "subject_id": patient,
+            "study_id": f"{patient}_{study}",
+            "split": normalize_split(item.info["split"]),
+            "view": item.info["view"],
+        }
         row.update({label: item.info[label] for label in CHEXPERT_LABELS})
         return [row]
 
@@ -171,9 +184,14 @@ class CheXpertAdapter(DatasetAdapter):
         out = self.options.get("zero_shot_out")
         if not out or frame.empty:
             return frame
-        chosen = make_5x200(frame, seed=int(self.options.get("zero_shot_seed", 0)),
-                            per_class=int(self.options.get("zero_shot_per_class", 200)))
+        chosen = make_5x200(
+            frame,
+            seed=int(self.options.get("zero_shot_seed", 0)),
+            per_class=int(self.options.get("zero_shot_per_class", 200)),
+        )
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
-        chosen[["image", "image_id", "subject_id", "study_id", "view", "label", *CHEXPERT_5X200]].to_csv(path, index=False)
+        chosen[["image", "image_id", "subject_id", "study_id", "view", "label", *CHEXPERT_5X200]].to_csv(
+            path, index=False
+        )
         return frame[~frame["image_id"].isin(chosen["image_id"])].reset_index(drop=True)

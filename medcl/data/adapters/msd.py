@@ -30,7 +30,7 @@ import nibabel as nib
 import numpy as np
 
 from medcl.data.prepare import DatasetAdapter, WorkItem, register_adapter
-from medcl.errors import InvalidInputError
+from medcl.errors import ConfigError, InvalidInputError
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +61,7 @@ def validation_subjects(subjects: Iterable[str], fraction: float, seed: int) -> 
     """
     unique = sorted(set(subjects))
     if not 0.0 <= fraction < 1.0:
-        raise InvalidInputError(None, f"val_fraction must be in [0, 1), got {fraction}")
+        raise ConfigError(f"val_fraction must be in [0, 1), got {fraction}")
     if fraction == 0.0 or len(unique) < 2:
         return set()
     n_val = min(len(unique) - 1, max(1, round(fraction * len(unique))))
@@ -235,19 +235,22 @@ class VolumeAdapter(DatasetAdapter):
     def __init__(self, root: str | Path, out_dir: str | Path | None = None, **options: Any) -> None:
         super().__init__(root, out_dir, **options)
         # Options arrive as strings from the CLI (--option val_fraction=0.1) or typed from Python.
-        self.val_fraction = float(options.get("val_fraction", 0.2))
-        self.seed = int(options.get("seed", 0))
+        try:
+            self.val_fraction = float(options.get("val_fraction", 0.2))
+            self.seed = int(options.get("seed", 0))
+        except ValueError as err:
+            raise ConfigError(f"val_fraction must be a number and seed an integer ({err})") from err
         self.verify = str(options.get("verify", "full")).lower()
         if self.verify not in VERIFY_MODES:
-            raise InvalidInputError(None, f"verify must be one of {VERIFY_MODES}, got {self.verify!r}")
+            raise ConfigError(f"verify must be one of {VERIFY_MODES}, got {self.verify!r}")
         if not 0.0 <= self.val_fraction < 1.0:
-            raise InvalidInputError(None, f"val_fraction must be in [0, 1), got {self.val_fraction}")
+            raise ConfigError(f"val_fraction must be in [0, 1), got {self.val_fraction}")
 
     def option_flag(self, key: str, default: bool) -> bool:
         value = self.options.get(key, default)
         if isinstance(value, str):
             if value.lower() not in ("1", "0", "true", "false", "yes", "no"):
-                raise InvalidInputError(None, f"option {key} must be true or false, got {value!r}")
+                raise ConfigError(f"option {key} must be true or false, got {value!r}")
             return value.lower() in ("1", "true", "yes")
         return bool(value)
 
@@ -305,8 +308,9 @@ class MSDAdapter(VolumeAdapter):
         }
         training = json_entries(meta, "training", task_dir)
         test = json_entries(meta, "test", task_dir)
-        val = validation_subjects((nifti_stem(e["image"]) for e in training if not e["error"]), self.val_fraction,
-                                  self.seed)  # fmt: skip
+        val = validation_subjects(
+            (nifti_stem(e["image"]) for e in training if not e["error"]), self.val_fraction, self.seed
+        )
         items = []
         for entries, official in ((training, "train"), (test, "test")):
             for entry in entries:

@@ -61,8 +61,13 @@ class RSNAPneumoniaAdapter(DatasetAdapter):
             targets = pd.to_numeric(group["Target"], errors="coerce")
             if targets.isna().any() or not targets.isin([0, 1]).all():
                 raise InvalidInputError(labels_path, f"patientId {patient}: Target must be 0 or 1")
-            info = {"patient": patient, "target": int(targets.max()), "boxes": boxes.to_numpy().tolist(),
-                    "class": classes.get(patient, ""), "split": hash_split(patient, fractions)}
+            info = {
+                "patient": patient,
+                "target": int(targets.max()),
+                "boxes": boxes.to_numpy().tolist(),
+                "class": classes.get(patient, ""),
+                "split": hash_split(patient, fractions),
+            }
             items.append(WorkItem(patient, str(self.root / "stage_2_train_images" / f"{patient}.dcm"), info))
         return items
 
@@ -72,13 +77,21 @@ class RSNAPneumoniaAdapter(DatasetAdapter):
         for x, y, w, h in boxes:
             if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width + 1 or y + h > height + 1:
                 raise InvalidInputError(item.path, f"box {(x, y, w, h)} lies outside the {width}x{height} image")
-        row = {"image": item.path, "image_id": item.info["patient"], "subject_id": item.info["patient"],
-               "study_id": item.info["patient"], "split": item.info["split"], "view": "",
-               "Pneumonia": float(item.info["target"]), "rsna_class": item.info["class"],
-               "boxes": json.dumps([[float(v) for v in box] for box in boxes]), "n_boxes": len(boxes)}
+        row = {
+            "image": item.path,
+            "image_id": item.info["patient"],
+            "subject_id": item.info["patient"],
+            "study_id": item.info["patient"],
+            "split": item.info["split"],
+            "view": "",
+            "Pneumonia": float(item.info["target"]),
+            "rsna_class": item.info["class"],
+            "boxes": json.dumps([[float(v) for v in box] for box in boxes]),
+            "n_boxes": len(boxes),
+        }
         if truthy(self.options.get("box_masks", False)):
             mask = np.zeros((height, width), dtype=np.uint8)
             for x, y, w, h in boxes:
-                mask[int(round(y)):int(round(y + h)), int(round(x)):int(round(x + w))] = 1
+                mask[round(y) : round(y + h), round(x) : round(x + w)] = 1
             row["label"] = str(save_mask(mask, self.out_dir / "masks" / self.name / f"{item.info['patient']}.png"))
         return [row]

@@ -46,7 +46,7 @@ def rle_to_mask(rle: str, height: int, width: int, *, source: object = None) -> 
         position += offset
         if position + length > flat.size:
             raise InvalidInputError(source, f"run ends at pixel {position + length}, past the {height}x{width} image")
-        flat[position:position + length] = 1
+        flat[position : position + length] = 1
         position += length
     return flat.reshape(width, height).T.copy()  # column-major numbering: index = column * height + row
 
@@ -87,6 +87,16 @@ class SIIMACRAdapter(DatasetAdapter):
         subject = pseudonym(patient, str(self.options.get("subject_salt", "medcl-siim")))
         fractions = parse_fractions(self.options.get("split_fractions", "0.8,0.1,0.1"))
         label = save_mask(mask, self.out_dir / "masks" / self.name / f"{item.key}.png")
-        return [{"image": item.path, "image_id": item.key, "subject_id": subject, "study_id": Path(item.path).parent.parent.name,
-                 "split": hash_split(subject, fractions), "view": "", "Pneumothorax": float(mask.any()),
-                 "label": str(label), "mask_pixels": int(mask.sum())}]
+        return [
+            {
+                "image": item.path,
+                "image_id": item.key,
+                "subject_id": subject,
+                "study_id": Path(item.path).parent.parent.name,
+                "split": hash_split(subject, fractions),
+                "view": "",
+                "Pneumothorax": float(mask.any()),
+                "label": str(label),
+                "mask_pixels": int(mask.sum()),
+            }
+        ]

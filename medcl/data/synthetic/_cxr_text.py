@@ -67,9 +67,18 @@ def positive_mentions(finding: Finding, rng: np.random.Generator) -> tuple[list[
     if name == "Cardiomegaly":
         adverb = _grade(s, ("mildly", "moderately", "markedly"))
         adjective = _grade(s, ("Mild", "Moderate", "Severe"))
-        body = _pick(rng, [f"The heart is {adverb} enlarged.", f"{adjective} cardiomegaly is present.",
-                           f"The cardiac silhouette is {adverb} enlarged.", f"Heart size is {adverb} enlarged."])
-        impression = _pick(rng, [f"{adjective} cardiomegaly.", "Cardiomegaly.", f"{adjective} enlargement of the heart."])
+        body = _pick(
+            rng,
+            [
+                f"The heart is {adverb} enlarged.",
+                f"{adjective} cardiomegaly is present.",
+                f"The cardiac silhouette is {adverb} enlarged.",
+                f"Heart size is {adverb} enlarged.",
+            ],
+        )
+        impression = _pick(
+            rng, [f"{adjective} cardiomegaly.", "Cardiomegaly.", f"{adjective} enlargement of the heart."]
+        )
         return [Mention(body, {name: 1.0})], [Mention(impression, {name: 1.0})]
     if name == "Pleural Effusion":
         size = _grade(s, ("Small", "Moderate", "Large"))
@@ -77,61 +86,100 @@ def positive_mentions(finding: Finding, rng: np.random.Generator) -> tuple[list[
         plural = "effusions" if side == "bilateral" else "effusion"
         verb = "are" if side == "bilateral" else "is"
         article = "" if side == "bilateral" else "a "
-        body = _pick(rng, [f"There {verb} {article}{size.lower()} {side} pleural {plural}.",
-                           f"{size} {side} pleural {plural} {verb} present.",
-                           f"{size} {side} pleural {plural} with adjacent compressive changes."])
+        body = _pick(
+            rng,
+            [
+                f"There {verb} {article}{size.lower()} {side} pleural {plural}.",
+                f"{size} {side} pleural {plural} {verb} present.",
+                f"{size} {side} pleural {plural} with adjacent compressive changes.",
+            ],
+        )
         if s < 0.4 and side != "bilateral":
-            body = _pick(rng, [body, f"Blunting of the {side} costophrenic angle is compatible with a small pleural effusion."])
+            body = _pick(
+                rng, [body, f"Blunting of the {side} costophrenic angle is compatible with a small pleural effusion."]
+            )
         return [Mention(body, {name: 1.0})], [Mention(f"{size} {side} pleural {plural}.", {name: 1.0})]
     if name == "Lung Lesion":
         diameter_mm = int(round(2 * (0.022 + 0.035 * s) * 350 / 5) * 5)
         kind = "mass" if diameter_mm >= 30 else "nodule"
         size = f"{diameter_mm / 10:.1f} cm" if kind == "mass" else f"{diameter_mm} mm"
         zone = _zone(finding)
-        body = _pick(rng, [f"There is a {size} {kind} in the {zone}.", f"A {size} {kind} projects over the {zone}.",
-                           f"{kind.capitalize()} in the {zone} measures {size}."])
-        impression = _pick(rng, [f"{zone.capitalize()} {kind}; CT is recommended for further evaluation.",
-                                 f"{size} {zone} {kind}, concerning for malignancy." if kind == "mass" else
-                                 f"{size} {zone} {kind}."])
+        body = _pick(
+            rng,
+            [
+                f"There is a {size} {kind} in the {zone}.",
+                f"A {size} {kind} projects over the {zone}.",
+                f"{kind.capitalize()} in the {zone} measures {size}.",
+            ],
+        )
+        impression = _pick(
+            rng,
+            [
+                f"{zone.capitalize()} {kind}; CT is recommended for further evaluation.",
+                f"{size} {zone} {kind}, concerning for malignancy." if kind == "mass" else f"{size} {zone} {kind}.",
+            ],
+        )
         return [Mention(body, {name: 1.0})], [Mention(impression, {name: 1.0})]
     if name == "Pneumothorax":
         size = _grade(s, ("small", "moderate", "large"))
         side = _side_phrase(finding.sides)
-        body = _pick(rng, [f"There is a {size} {side} apical pneumothorax.",
-                           f"A {size} {side} pneumothorax is seen with a visible visceral pleural line.",
-                           f"{size.capitalize()} {side} pneumothorax."])
+        body = _pick(
+            rng,
+            [
+                f"There is a {size} {side} apical pneumothorax.",
+                f"A {size} {side} pneumothorax is seen with a visible visceral pleural line.",
+                f"{size.capitalize()} {side} pneumothorax.",
+            ],
+        )
         return [Mention(body, {name: 1.0})], [Mention(f"{size.capitalize()} {side} pneumothorax.", {name: 1.0})]
     if name == "Consolidation":
         zone = _zone(finding)
         quality = _grade(s, ("patchy", "focal", "dense"))
         pneumonia = finding.params.get("pneumonia")
-        body = _pick(rng, [f"There is {quality} consolidation in the {zone}.",
-                           f"{quality.capitalize()} consolidation is seen in the {zone}."])
-        labels = {name: 1.0}
+        body = _pick(
+            rng,
+            [
+                f"There is {quality} consolidation in the {zone}.",
+                f"{quality.capitalize()} consolidation is seen in the {zone}.",
+            ],
+        )
+        # A quarter of radiologists call it an "opacity": CheXpert then labels Lung Opacity, not Consolidation.
+        noun, labels = ("opacity", {"Lung Opacity": 1.0}) if rng.random() < 0.25 else ("consolidation", {name: 1.0})
         if pneumonia == 1.0:
             tail = _pick(rng, [", consistent with pneumonia", ", compatible with pneumonia", " due to pneumonia"])
-            impression = f"{zone.capitalize()} consolidation{tail}."
-            labels["Pneumonia"] = 1.0
         elif pneumonia == -1.0:
-            tail = _pick(rng, ["; pneumonia cannot be excluded", ", possibly pneumonia", ", which may represent pneumonia"])
-            impression = f"{zone.capitalize()} consolidation{tail}."
-            labels["Pneumonia"] = -1.0
+            tail = _pick(
+                rng, ["; pneumonia cannot be excluded", ", possibly pneumonia", ", which may represent pneumonia"]
+            )
         else:
-            impression = f"{zone.capitalize()} consolidation."
-        return [Mention(body, {name: 1.0})], [Mention(impression, labels)]
+            tail = ""
+        if pneumonia is not None:
+            labels["Pneumonia"] = pneumonia
+        return [Mention(body, {name: 1.0})], [Mention(f"{zone.capitalize()} {noun}{tail}.", labels)]
     if name == "Edema":
         grade = _grade(s, ("mild", "moderate", "severe"))
-        body = _pick(rng, [f"There is {grade} pulmonary edema.",
-                           f"Perihilar haziness and vascular indistinctness are consistent with {grade} pulmonary edema.",
-                           f"Pulmonary vascular congestion with {grade} interstitial edema."])
-        impression = _pick(rng, [f"{grade.capitalize()} pulmonary edema.",
-                                 f"Findings consistent with {grade} pulmonary edema."])
+        body = _pick(
+            rng,
+            [
+                f"There is {grade} pulmonary edema.",
+                f"Perihilar haziness and vascular indistinctness are consistent with {grade} pulmonary edema.",
+                f"Pulmonary vascular congestion with {grade} interstitial edema.",
+            ],
+        )
+        impression = _pick(
+            rng, [f"{grade.capitalize()} pulmonary edema.", f"Findings consistent with {grade} pulmonary edema."]
+        )
         return [Mention(body, {name: 1.0})], [Mention(impression, {name: 1.0})]
     if name == "Atelectasis":
         side = finding.sides[0]
         grade = _grade(s, ("Minimal", "Mild", "Moderate"))
-        body = _pick(rng, [f"{grade} plate-like atelectasis at the {side} lung base.",
-                           f"Linear opacity at the {side} base is consistent with atelectasis."])
+        body = _pick(
+            rng,
+            [
+                f"{grade} plate-like atelectasis at the {side} lung base.",
+                f"Linear opacity at the {side} base is consistent with atelectasis.",
+            ],
+        )
         labels = {name: 1.0, "Lung Opacity": 1.0} if "opacity" in body else {name: 1.0}
         return [Mention(body, labels)], [Mention(f"{grade} {side} basilar atelectasis.", {name: 1.0})]
     if name == "Enlarged Cardiomediastinum":
@@ -158,11 +206,15 @@ def uncertain_mention(finding: Finding, rng: np.random.Generator) -> Mention:
     side = _side_phrase(finding.sides) if finding.sides else ""
     options = {
         "Cardiomegaly": ["Heart size is borderline enlarged.", "Possible mild cardiomegaly."],
-        "Pleural Effusion": [f"Possible small {side} pleural effusion.",
-                             f"A trace {side} pleural effusion cannot be excluded."],
+        "Pleural Effusion": [
+            f"Possible small {side} pleural effusion.",
+            f"A trace {side} pleural effusion cannot be excluded.",
+        ],
         "Lung Lesion": [f"Possible nodule in the {side} lung; consider CT for further evaluation."],
-        "Pneumothorax": [f"Possible tiny {side} apical pneumothorax.",
-                         f"A small {side} pneumothorax cannot be excluded."],
+        "Pneumothorax": [
+            f"Possible tiny {side} apical pneumothorax.",
+            f"A small {side} pneumothorax cannot be excluded.",
+        ],
         "Consolidation": [f"Possible early consolidation in the {side} lung base."],
         "Edema": ["Possible mild interstitial edema.", "Mild pulmonary edema cannot be excluded."],
         "Atelectasis": [f"{side.capitalize()} basilar opacity may reflect atelectasis."],
@@ -175,24 +227,39 @@ def uncertain_mention(finding: Finding, rng: np.random.Generator) -> Mention:
 
 
 NEGATIONS: dict[str, list[tuple[str, dict[str, float]]]] = {
-    "Cardiomegaly": [("Heart size is normal.", {"Cardiomegaly": 0.0}),
-                     ("The heart is normal in size.", {"Cardiomegaly": 0.0}),
-                     ("No cardiomegaly.", {"Cardiomegaly": 0.0})],
-    "Pleural Effusion": [("No pleural effusion.", {"Pleural Effusion": 0.0}),
-                         ("There is no pleural effusion or pneumothorax.", {"Pleural Effusion": 0.0, "Pneumothorax": 0.0}),
-                         ("No effusion is seen.", {"Pleural Effusion": 0.0})],
+    "Cardiomegaly": [
+        ("Heart size is normal.", {"Cardiomegaly": 0.0}),
+        ("The heart is normal in size.", {"Cardiomegaly": 0.0}),
+        ("No cardiomegaly.", {"Cardiomegaly": 0.0}),
+    ],
+    "Pleural Effusion": [
+        ("No pleural effusion.", {"Pleural Effusion": 0.0}),
+        ("There is no pleural effusion or pneumothorax.", {"Pleural Effusion": 0.0, "Pneumothorax": 0.0}),
+        ("No effusion is seen.", {"Pleural Effusion": 0.0}),
+    ],
     "Pneumothorax": [("No pneumothorax.", {"Pneumothorax": 0.0}), ("There is no pneumothorax.", {"Pneumothorax": 0.0})],
-    "Consolidation": [("No focal consolidation.", {"Consolidation": 0.0}),
-                      ("There is no focal consolidation to suggest pneumonia.", {"Consolidation": 0.0, "Pneumonia": 0.0})],
+    "Consolidation": [
+        ("No focal consolidation.", {"Consolidation": 0.0}),
+        ("There is no focal consolidation to suggest pneumonia.", {"Consolidation": 0.0, "Pneumonia": 0.0}),
+    ],
     "Pneumonia": [("No evidence of pneumonia.", {"Pneumonia": 0.0})],
-    "Edema": [("No pulmonary edema.", {"Edema": 0.0}), ("There is no pulmonary vascular congestion or edema.", {"Edema": 0.0})],
-    "Enlarged Cardiomediastinum": [("The cardiomediastinal silhouette is normal.", {"Enlarged Cardiomediastinum": 0.0}),
-                                   ("Mediastinal contours are within normal limits.", {"Enlarged Cardiomediastinum": 0.0})],
+    "Edema": [
+        ("No pulmonary edema.", {"Edema": 0.0}),
+        ("There is no pulmonary vascular congestion or edema.", {"Edema": 0.0}),
+    ],
+    "Enlarged Cardiomediastinum": [
+        ("The cardiomediastinal silhouette is normal.", {"Enlarged Cardiomediastinum": 0.0}),
+        ("Mediastinal contours are within normal limits.", {"Enlarged Cardiomediastinum": 0.0}),
+    ],
     "Lung Lesion": [("No suspicious pulmonary nodules.", {"Lung Lesion": 0.0})],
     "Fracture": [("No displaced rib fractures.", {"Fracture": 0.0}), ("No acute fracture is seen.", {"Fracture": 0.0})],
 }
-NORMAL_IMPRESSIONS = ["No acute cardiopulmonary process.", "No acute intrathoracic process.",
-                      "No acute cardiopulmonary abnormality.", "Normal chest radiograph."]
+NORMAL_IMPRESSIONS = [
+    "No acute cardiopulmonary process.",
+    "No acute intrathoracic process.",
+    "No acute cardiopulmonary abnormality.",
+    "Normal chest radiograph.",
+]
 NORMAL_LUNGS = ["The lungs are clear.", "Lungs are well expanded and clear.", "The lungs are clear bilaterally."]
 
 
@@ -203,10 +270,22 @@ def negation(label: str, rng: np.random.Generator) -> Mention:
 
 # Reason-for-exam fragments, grouped by the findings they make more likely (correlated, never deterministic).
 INDICATIONS = {
-    "chf": ["dyspnea", "shortness of breath", "CHF exacerbation", "lower extremity edema", "hypoxia and volume overload"],
+    "chf": [
+        "dyspnea",
+        "shortness of breath",
+        "CHF exacerbation",
+        "lower extremity edema",
+        "hypoxia and volume overload",
+    ],
     "infection": ["fever", "cough", "productive cough and fever", "leukocytosis", "fever and hypoxia"],
     "trauma": ["chest pain", "fall", "trauma", "s/p thoracentesis", "s/p lung biopsy", "sudden pleuritic chest pain"],
-    "lesion": ["weight loss", "heavy smoker", "hemoptysis", "history of lung cancer", "follow-up of lung nodule"],
+    "lesion": [
+        "weight loss",
+        "long smoking history",
+        "hemoptysis",
+        "history of lung cancer",
+        "follow-up of lung nodule",
+    ],
     "icu": ["intubated", "ET tube placement", "NG tube placement", "s/p central line placement", "s/p pacemaker"],
     "generic": ["preop", "altered mental status", "chest pain", "weakness", "routine evaluation", "syncope"],
 }
@@ -219,12 +298,23 @@ QUESTIONS = {
     "generic": ["eval for acute process", "eval for acute cardiopulmonary process", "r/o acute process"],
 }
 HISTORIES = {
-    "chf": "history of congestive heart failure", "infection": "recent upper respiratory infection",
-    "trauma": "recent fall", "lesion": "long smoking history", "icu": "respiratory failure, intubated",
+    "chf": "history of congestive heart failure",
+    "infection": "recent upper respiratory infection",
+    "trauma": "recent fall",
+    "lesion": "long smoking history",
+    "icu": "respiratory failure",
     "generic": "hypertension",
 }
-FINDING_CONTEXT = {"Cardiomegaly": "chf", "Edema": "chf", "Pleural Effusion": "chf", "Consolidation": "infection",
-                   "Pneumothorax": "trauma", "Lung Lesion": "lesion", "Support Devices": "icu", "Atelectasis": "icu"}
+FINDING_CONTEXT = {
+    "Cardiomegaly": "chf",
+    "Edema": "chf",
+    "Pleural Effusion": "chf",
+    "Consolidation": "infection",
+    "Pneumothorax": "trauma",
+    "Lung Lesion": "lesion",
+    "Support Devices": "icu",
+    "Atelectasis": "icu",
+}
 
 
 def wrap_section(header: str | None, text: str, *, inline: bool) -> list[str]:

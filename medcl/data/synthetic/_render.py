@@ -11,10 +11,12 @@ turns those into bounding boxes (``synthetic_truth.csv``) for gaze synthesis.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from PIL import Image
 from scipy.ndimage import gaussian_filter, zoom
 
 FRONTAL_VIEWS = ("PA", "AP")
@@ -57,18 +59,44 @@ class Rendered:
     regions: list[tuple[str, str, np.ndarray]]  # (finding name, region label, boolean mask)
 
 
-def _grid(height: int, width: int, pose: Pose) -> tuple[np.ndarray, np.ndarray]:
-    """Anatomical coordinates of every pixel centre: the inverse pose applied to normalised image coordinates."""
-    v, u = np.meshgrid(
-        (np.arange(height, dtype=np.float32) + 0.5) / height,
-        (np.arange(width, dtype=np.float32) + 0.5) / width,
-        indexing="ij",
-    )
-    du, dv = u - 0.5 - pose.shift_x, v - 0.5 - pose.shift_y
-    cos, sin = np.cos(pose.angle), np.sin(pose.angle)
-    a = (cos * du + sin * dv) / pose.scale + 0.5
-    b = (-sin * du + cos * dv) / pose.scale + 0.5
+# The canonical drawing extends this far beyond [0, 1] on every side, so posing never pulls in blank borders.
+MARGIN = 0.08
+
+
+def _grid(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised pixel-centre coordinates (spanning [-MARGIN, 1 + MARGIN]) as a (1, W) row and an (H, 1) column:
+    shapes broadcast to (H, W), and whatever depends on one axis only (hemidiaphragm domes, rib offsets) costs a
+    vector, not an image."""
+    span = 1.0 + 2 * MARGIN
+    a = ((np.arange(width, dtype=np.float32) + 0.5) / width * span - MARGIN)[None, :]
+    b = ((np.arange(height, dtype=np.float32) + 0.5) / height * span - MARGIN)[:, None]
     return a, b
+
+
+def _pose_warp(image: np.ndarray, pose: Pose, size: tuple[int, int], *, mask: bool = False) -> np.ndarray:
+    """Resample a canonical drawing into the posed film of ``size`` (PIL's affine warp; it also upsamples).
+
+    PIL maps each output pixel centre (X, Y) (pixel index + 0.5) to the input point (aX + bY + c, dX + eY + f);
+    the coefficients invert the pose (rotation and scale about the centre, then the shift) in normalised
+    coordinates and convert to input pixels, so the drawing may be coarser than the output.
+    """
+    (height, width), span = size, 1.0 + 2 * MARGIN
+    in_h, in_w = image.shape[0] / span, image.shape[1] / span  # input pixels per normalised unit
+    cos, sin = np.cos(pose.angle) / pose.scale, np.sin(pose.angle) / pose.scale
+    x0, y0 = -0.5 - pose.shift_x, -0.5 - pose.shift_y
+    coefficients = (
+        cos * in_w / width, sin * in_w / height, in_w * (cos * x0 + sin * y0 + 0.5 + MARGIN),
+        -sin * in_h / width, cos * in_h / height, in_h * (-sin * x0 + cos * y0 + 0.5 + MARGIN),
+    )  # fmt: skip
+    if mask:
+        source = Image.fromarray(image.astype(np.uint8) * 255, mode="L")
+        warped = source.transform((width, height), Image.Transform.AFFINE, coefficients, Image.Resampling.NEAREST)
+        return np.asarray(warped) > 127
+    source = Image.fromarray(image.astype(np.float32), mode="F")
+    warped = source.transform(
+        (width, height), Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR, fillcolor=0.05
+    )
+    return np.asarray(warped)
 
 
 def _ramp(x: np.ndarray, width: float) -> np.ndarray:
@@ -97,9 +125,17 @@ def _segment_distance(a, b, p0: tuple[float, float], p1: tuple[float, float]) ->
 
 
 def _polyline(a, b, points: list[tuple[float, float]], width: float) -> np.ndarray:
-    """Soft mask of a polyline of the given width (tubes, lines, leads)."""
-    dist = np.min([_segment_distance(a, b, p, q) for p, q in zip(points[:-1], points[1:])], axis=0)
-    return _ramp(width / 2 - dist, width * 0.6)
+    """Soft mask of a polyline of the given width (tubes, lines, leads), evaluated only around its bounding box."""
+    xs, ys = [p[0] for p in points], [p[1] for p in points]
+    cols = slice(*np.searchsorted(a[0], [min(xs) - width, max(xs) + width]))
+    rows = slice(*np.searchsorted(b[:, 0], [min(ys) - width, max(ys) + width]))
+    sub_a, sub_b = a[:, cols], b[rows, :]
+    dist = _segment_distance(sub_a, sub_b, points[0], points[1])
+    for p, q in itertools.pairwise(points[1:]):
+        dist = np.minimum(dist, _segment_distance(sub_a, sub_b, p, q))
+    out = np.zeros((b.shape[0], a.shape[1]), np.float32)
+    out[rows, cols] = _ramp(width / 2 - dist, width * 0.6)
+    return out
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma_px: float) -> np.ndarray:
@@ -128,9 +164,11 @@ class _Lung:
 
     def radius(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         """Superellipse radius: round apex (power 2), boxy base (power 4) so the costophrenic angle is sharp."""
-        upper = _superellipse_radius(a, b, self.cx, self.cy, self.rx, self.ry, 2.0)
-        lower = _superellipse_radius(a, b, self.cx, self.cy, self.rx, self.ry, 4.0)
-        return np.where(b < self.cy, upper, lower)
+        x2, y2 = ((a - self.cx) / self.rx) ** 2, ((b - self.cy) / self.ry) ** 2
+        split = int(np.searchsorted(b[:, 0], self.cy))  # rows are sorted: apex rows first
+        upper = np.sqrt(x2 + y2[:split])
+        lower = np.sqrt(np.sqrt(x2 * x2 + y2[split:] ** 2))
+        return np.concatenate([upper, lower], axis=0)
 
     @property
     def costophrenic(self) -> tuple[float, float]:
@@ -170,21 +208,28 @@ def render(
     """
     pose = pose or Pose.sample(rng)
     anatomy = anatomy or {}
-    a, b = _grid(*size, pose)
-    if view in FRONTAL_VIEWS:
-        return _render_frontal(a, b, findings, view, size, rng, anatomy)
-    return _render_lateral(a, b, findings, size, rng, anatomy)
+    # Anatomy and findings are smooth: draw them coarser on big films and let the warp upsample (4x cheaper at 256).
+    factor = 4 if min(size) >= 768 else 2 if min(size) >= 192 else 1
+    draw_size = tuple(int(np.ceil(n * (1.0 + 2 * MARGIN) / factor)) for n in size)
+    a, b = _grid(*draw_size)
+    draw = _draw_frontal if view in FRONTAL_VIEWS else _draw_lateral
+    density, regions = draw(a, b, findings, view, draw_size, rng, anatomy)
+    density = _pose_warp(density, pose, size)
+    warped = [(name, label, _pose_warp(mask, pose, size, mask=True)) for name, label, mask in regions]
+    return Rendered(_finish(density, rng, size), [r for r in warped if r[2].any()])
 
 
 def _finish(density: np.ndarray, rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
-    """Quantum noise, exposure and contrast jitter; returns [0, 1] float32."""
+    """Quantum noise, exposure and contrast jitter; returns [0, 1] float32 (12-bit levels, like the DICOMs)."""
     density = density + 0.012 * rng.standard_normal(size, dtype=np.float32)
-    density = density + 0.03 * _smooth_noise(rng, size, max(size) / 16)
+    density += 0.03 * _smooth_noise(rng, size, max(size) / 16)
     gain, offset, gamma = rng.uniform(0.9, 1.1), rng.uniform(-0.04, 0.04), rng.uniform(0.85, 1.15)
-    return (np.clip(density * gain + offset, 0.0, 1.0) ** gamma).astype(np.float32)
+    levels = np.clip(density * (gain * 4095) + offset * 4095, 0, 4095).astype(np.uint16)
+    curve = (np.arange(4096, dtype=np.float32) / 4095) ** gamma  # gamma as a lookup table: one gather per pixel
+    return curve[levels]
 
 
-def _render_frontal(a, b, findings, view, size, rng, anatomy) -> Rendered:
+def _draw_frontal(a, b, findings, view, size, rng, anatomy) -> tuple[np.ndarray, list]:
     height, width = size
     px = 1.0 / max(height, width)  # one pixel in normalised units
     by_name = {f.name: f for f in findings}
@@ -232,7 +277,9 @@ def _render_frontal(a, b, findings, view, size, rng, anatomy) -> Rendered:
     # Trachea: an air column down to the carina.
     density -= 0.12 * _ramp(0.018 - np.abs(a - 0.5), 0.01) * (b > 0.05) * _ramp(0.36 - b, 0.02)
     # Abdomen below the domes; gastric bubble under the left one.
-    below = np.maximum(_ramp(b - lungs["right"].dome(a), 0.012) * (a < 0.5), _ramp(b - lungs["left"].dome(a), 0.012) * (a >= 0.5))
+    below = np.maximum(
+        _ramp(b - lungs["right"].dome(a), 0.012) * (a < 0.5), _ramp(b - lungs["left"].dome(a), 0.012) * (a >= 0.5)
+    )
     density += 0.06 * below * body
     gas_cx, gas_cy = 0.66 + rng.normal(0, 0.01), lungs["left"].dome_top + 0.07
     density -= 0.18 * _ellipse(a, b, gas_cx, gas_cy, 0.06, 0.035, edge=0.02) * (rng.random() < 0.7)
@@ -240,7 +287,9 @@ def _render_frontal(a, b, findings, view, size, rng, anatomy) -> Rendered:
     # Lung markings: vascular texture strongest at the hila, fading to the periphery.
     texture = np.clip(_smooth_noise(rng, size, max(1.0, height / 110)), 0.0, None)
     hilum_r, hilum_l = (0.40, 0.45), (0.60, 0.46)
-    hilar = np.exp(-(np.minimum(np.hypot(a - hilum_r[0], b - hilum_r[1]), np.hypot(a - hilum_l[0], b - hilum_l[1])) / 0.14) ** 2)
+    hilar = np.exp(
+        -((np.minimum(np.hypot(a - hilum_r[0], b - hilum_r[1]), np.hypot(a - hilum_l[0], b - hilum_l[1])) / 0.14) ** 2)
+    )
     markings = (0.025 + 0.05 * hilar) * texture + 0.08 * hilar
     # Ribs (posterior arcs) and clavicles: bone over everything within the thorax.
     bones = _ribs(a, b, lungs) + _clavicles(a, b)
@@ -302,7 +351,7 @@ def _render_frontal(a, b, findings, view, size, rng, anatomy) -> Rendered:
         for sign in (-1.0, 1.0):
             density += 0.06 * _ellipse(a, b, 0.5 + sign * 0.40, 0.30, 0.07, 0.14, edge=0.03) * body
         density += 0.4 * (np.abs(a - 0.9) < 0.02) * (np.abs(b - 0.08) < 0.02)  # side marker
-    return Rendered(_finish(density, rng, size), [r for r in regions if r[2].any()])
+    return density, regions
 
 
 def _ribs(a, b, lungs: dict[str, _Lung]) -> np.ndarray:
@@ -314,20 +363,24 @@ def _ribs(a, b, lungs: dict[str, _Lung]) -> np.ndarray:
     out = 0.07 * np.exp(-(dist**2)) + 0.03 * np.exp(-((dist - 1.0) ** 2) * 6)
     out = out * (phase > -0.5) * (phase < 8.5)
     lateral = lateral + 0.05
-    inside = (lateral > 0.04) & (lateral < 0.42) & (b < np.maximum(lungs["right"].dome_top, lungs["left"].dome_top) + 0.06)
+    inside = (
+        (lateral > 0.04) & (lateral < 0.42) & (b < np.maximum(lungs["right"].dome_top, lungs["left"].dome_top) + 0.06)
+    )
     return out * inside
 
 
 def _clavicles(a, b) -> np.ndarray:
-    out = np.zeros_like(a)
+    out = np.zeros((b.shape[0], a.shape[1]), np.float32)
     for sign in (-1.0, 1.0):
-        out += 0.12 * _polyline(a, b, [(0.5 + sign * 0.06, 0.18), (0.5 + sign * 0.2, 0.14), (0.5 + sign * 0.34, 0.12)], 0.022)
+        out += 0.12 * _polyline(
+            a, b, [(0.5 + sign * 0.06, 0.18), (0.5 + sign * 0.2, 0.14), (0.5 + sign * 0.34, 0.12)], 0.022
+        )
     return out
 
 
 def _effusion(a, b, lung: _Lung, shape: np.ndarray, severity: float) -> np.ndarray:
     """Dependent fluid: fills the costophrenic recess, meniscus climbing laterally, hiding the hemidiaphragm."""
-    cp_a, cp_b = lung.costophrenic
+    cp_b = lung.costophrenic[1]
     height = 0.04 + 0.22 * severity
     lateral = np.clip((a - lung.cx) * lung.sign / lung.rx, 0.0, 1.0)
     top = cp_b - height - 0.05 * severity * lateral**2
@@ -370,16 +423,23 @@ def _device(a, b, kind: str, lungs, heart_cx, heart_cy, heart_rx, px) -> np.ndar
     if kind == "ett":  # endotracheal tube ending above the carina
         return _polyline(a, b, [(0.5, 0.0), (0.5, 0.12), (0.502, 0.29)], width * 1.4)
     if kind == "ngt":  # enteric tube down the oesophagus into the stomach
-        return _polyline(a, b, [(0.49, 0.0), (0.495, 0.35), (0.52, lungs["left"].dome_top), (0.64, lungs["left"].dome_top + 0.08)], width)
+        return _polyline(
+            a,
+            b,
+            [(0.49, 0.0), (0.495, 0.35), (0.52, lungs["left"].dome_top), (0.64, lungs["left"].dome_top + 0.08)],
+            width,
+        )
     if kind == "cvc":  # right internal jugular line into the SVC
         return _polyline(a, b, [(0.38, 0.02), (0.42, 0.16), (0.46, 0.24), (0.47, 0.36)], width)
     # pacemaker: generator over the left upper chest, leads into the heart
     box = ((np.abs(a - 0.76) < 0.05) & (np.abs(b - 0.17) < 0.03)).astype(np.float32)
-    leads = _polyline(a, b, [(0.73, 0.18), (0.56, 0.20), (0.48, 0.32), (heart_cx - heart_rx * 0.3, heart_cy + 0.02)], width)
+    leads = _polyline(
+        a, b, [(0.73, 0.18), (0.56, 0.20), (0.48, 0.32), (heart_cx - heart_rx * 0.3, heart_cy + 0.02)], width
+    )
     return np.maximum(box, leads)
 
 
-def _render_lateral(a, b, findings, size, rng, anatomy) -> Rendered:
+def _draw_lateral(a, b, findings, view, size, rng, anatomy) -> tuple[np.ndarray, list]:
     """Left lateral film: anterior to the image left, spine on the right, one large superimposed lung field."""
     by_name = {f.name: f for f in findings}
     regions: list[tuple[str, str, np.ndarray]] = []
@@ -419,4 +479,4 @@ def _render_lateral(a, b, findings, size, rng, anatomy) -> Rendered:
         mask = _polyline(a, b, [(0.45, 0.0), (0.5, 0.2), (0.55, 0.35)], 0.009)
         density += 0.4 * mask
         regions.append(("Support Devices", "tube", _region(mask, 0.3)))
-    return Rendered(_finish(density, rng, size), [r for r in regions if r[2].any()])
+    return density, regions

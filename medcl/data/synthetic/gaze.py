@@ -55,24 +55,86 @@ REFLACX_LABEL_FOR = {
     "Pneumothorax": ("Pneumothorax", "Pneumothorax"),
     "Support Devices": ("Support devices", "Support devices"),
 }
-REFLACX_LABELS_PHASE_1 = sorted([
-    "Airway wall thickening", "Atelectasis", "Consolidation", "Emphysema", "Enlarged cardiac silhouette", "Fibrosis",
-    "Fracture", "Groundglass opacity", "Mass", "Nodule", "Pleural effusion", "Pleural thickening", "Pneumothorax",
-    "Pulmonary edema", "Quality issue", "Support devices", "Wide mediastinum",
-])
-REFLACX_LABELS_PHASE_2_3 = sorted([
-    "Abnormal mediastinal contour", "Acute fracture", "Atelectasis", "Consolidation", "Enlarged cardiac silhouette",
-    "Enlarged hilum", "Groundglass opacity", "Hiatal hernia", "High lung volume / emphysema",
-    "Interstitial lung disease", "Lung nodule or mass", "Pleural abnormality", "Pneumothorax", "Pulmonary edema",
-    "Support devices",
-])
+REFLACX_LABELS_PHASE_1 = sorted(
+    [
+        "Airway wall thickening",
+        "Atelectasis",
+        "Consolidation",
+        "Emphysema",
+        "Enlarged cardiac silhouette",
+        "Fibrosis",
+        "Fracture",
+        "Groundglass opacity",
+        "Mass",
+        "Nodule",
+        "Pleural effusion",
+        "Pleural thickening",
+        "Pneumothorax",
+        "Pulmonary edema",
+        "Quality issue",
+        "Support devices",
+        "Wide mediastinum",
+    ]
+)
+REFLACX_LABELS_PHASE_2_3 = sorted(
+    [
+        "Abnormal mediastinal contour",
+        "Acute fracture",
+        "Atelectasis",
+        "Consolidation",
+        "Enlarged cardiac silhouette",
+        "Enlarged hilum",
+        "Groundglass opacity",
+        "Hiatal hernia",
+        "High lung volume / emphysema",
+        "Interstitial lung disease",
+        "Lung nodule or mass",
+        "Pleural abnormality",
+        "Pneumothorax",
+        "Pulmonary edema",
+        "Support devices",
+    ]
+)
 BOOLEAN_REFLACX_LABELS = ("Support devices", "Quality issue")
 
 GAZEPOINT_COLUMNS = (
-    "SESSION_ID", "MEDIA_ID", "DICOM_ID", "CNT", "Time (in secs)", "TIMETICK(f=10000000)", "FPOGX", "FPOGY", "FPOGS",
-    "FPOGD", "FPOGID", "FPOGV", "BPOGX", "BPOGY", "BPOGV", "LPCX", "LPCY", "LPD", "LPS", "LPV", "RPCX", "RPCY", "RPD",
-    "RPS", "RPV", "BKID", "BKDUR", "BKPMIN", "LPMM", "LPMMV", "RPMM", "RPMMV", "SACCADE_MAG", "SACCADE_DIR",
-    "VID_FRAME", "X_ORIGINAL", "Y_ORIGINAL",
+    "SESSION_ID",
+    "MEDIA_ID",
+    "DICOM_ID",
+    "CNT",
+    "Time (in secs)",
+    "TIMETICK(f=10000000)",
+    "FPOGX",
+    "FPOGY",
+    "FPOGS",
+    "FPOGD",
+    "FPOGID",
+    "FPOGV",
+    "BPOGX",
+    "BPOGY",
+    "BPOGV",
+    "LPCX",
+    "LPCY",
+    "LPD",
+    "LPS",
+    "LPV",
+    "RPCX",
+    "RPCY",
+    "RPD",
+    "RPS",
+    "RPV",
+    "BKID",
+    "BKDUR",
+    "BKPMIN",
+    "LPMM",
+    "LPMMV",
+    "RPMM",
+    "RPMMV",
+    "SACCADE_MAG",
+    "SACCADE_DIR",
+    "VID_FRAME",
+    "X_ORIGINAL",
+    "Y_ORIGINAL",
 )
 
 
@@ -117,15 +179,21 @@ def _mimic_images(mimic_root: Path, n_images: int, seed: int) -> list[Image]:
     if not truth_path.is_file():
         raise InvalidInputError(truth_path, "missing: write the MIMIC tree with medcl.data.synthetic.cxr first")
     truth = pd.read_csv(truth_path, dtype={"dicom_id": str, "subject_id": str, "study_id": str})
-    meta = pd.read_csv(find_csv(mimic_root, "mimic-cxr-2.0.0-metadata"),
-                       dtype={"dicom_id": str, "subject_id": str, "study_id": str})
+    meta = pd.read_csv(
+        find_csv(mimic_root, "mimic-cxr-2.0.0-metadata"), dtype={"dicom_id": str, "subject_id": str, "study_id": str}
+    )
     split = pd.read_csv(find_csv(mimic_root, "mimic-cxr-2.0.0-split"), dtype={"dicom_id": str})
     split_of = dict(zip(split["dicom_id"], split["split"]))
     frontal = meta[meta["ViewPosition"].isin(["PA", "AP"])]
     images = {}
     for row in frontal.itertuples(index=False):
-        images[row.dicom_id] = Image(row.dicom_id, row.subject_id, row.study_id, split_of.get(row.dicom_id, "train"),
-                                     (int(row.Rows), int(row.Columns)))
+        images[row.dicom_id] = Image(
+            row.dicom_id,
+            row.subject_id,
+            row.study_id,
+            split_of.get(row.dicom_id, "train"),
+            (int(row.Rows), int(row.Columns)),
+        )
     for row in truth.itertuples(index=False):
         if row.dicom_id in images:
             images[row.dicom_id].boxes.append(Box(row.finding, row.x0, row.y0, row.x1, row.y1))
@@ -147,17 +215,23 @@ def _lung_point(rng: np.random.Generator, height: int, width: int) -> tuple[floa
 def _dictate(image: Image, rng: np.random.Generator, *, zoom: bool = False) -> Dictation:
     """Scan the lungs, then one sentence per finding while fixating its box, then a closing sentence."""
     height, width = image.original
-    texts = [(SENTENCES.get(b.finding, "There is {side} " + b.finding.lower() + "."), b) for b in image.boxes]
-    texts.append((NORMAL_SENTENCE if not image.boxes else "No other abnormality is seen.", None))
+    # One sentence per finding and side; a finding drawn in several regions on one side shares its sentence.
+    groups: dict[str, list[Box]] = {}
+    for box in image.boxes:
+        template = SENTENCES.get(box.finding, "There is {side} " + box.finding.lower() + ".")
+        groups.setdefault(template.format(side=box.side(width)), []).append(box)
+    texts: list[tuple[str, list[Box]]] = list(groups.items())
+    texts.append((NORMAL_SENTENCE if not image.boxes else "No other abnormality is seen.", []))
     sentences, xs, ys, starts, ends, shown = [], [], [], [], [], []
     clock = 0.0
     full = (0.0, 0.0, float(width), float(height))
 
-    def fixate(until: float, box: Box | None, rect: tuple[float, float, float, float]) -> None:
+    def fixate(until: float, boxes: list[Box], rect: tuple[float, float, float, float]) -> None:
         nonlocal clock
         while clock < until:
             duration = rng.uniform(0.15, 0.45)
-            if box is not None and rng.random() < 0.85:
+            if boxes and rng.random() < 0.85:
+                box = boxes[int(rng.integers(len(boxes)))]
                 x, y = rng.uniform(box.x0, box.x1), rng.uniform(box.y0, box.y1)
             else:
                 x, y = _lung_point(rng, height, width)
@@ -168,16 +242,15 @@ def _dictate(image: Image, rng: np.random.Generator, *, zoom: bool = False) -> D
             shown.append(rect)
             clock += duration + rng.uniform(0.03, 0.08)  # saccade
 
-    fixate(rng.uniform(1.5, 2.5), None, full)  # initial survey of the film
-    for template, box in texts:
-        text = template.format(side=box.side(width) if box else "")
+    fixate(rng.uniform(1.5, 2.5), [], full)  # initial survey of the film
+    for text, boxes in texts:
         words = text.replace(".", " .").replace(",", " ,").split()
         rect = full
-        if zoom and box is not None and rng.random() < 0.5:  # the reader zooms on the finding (REFLACX allows it)
-            cx, cy = (box.x0 + box.x1) / 2, (box.y0 + box.y1) / 2
+        if zoom and boxes and rng.random() < 0.5:  # the reader zooms on the finding (REFLACX allows it)
+            cx, cy = (boxes[0].x0 + boxes[0].x1) / 2, (boxes[0].y0 + boxes[0].y1) / 2
             half_w, half_h = width / 4, height / 4
             rect = (max(0.0, cx - half_w), max(0.0, cy - half_h), min(width, cx + half_w), min(height, cy + half_h))
-        fixate(clock + 0.4, box, rect)  # the eye leads the voice a little
+        fixate(clock + 0.4, boxes, rect)  # the eye leads the voice a little
         timed, t = [], clock
         for word in words:
             if word in ".,":
@@ -186,7 +259,7 @@ def _dictate(image: Image, rng: np.random.Generator, *, zoom: bool = False) -> D
             length = 0.12 + 0.06 * len(word)
             timed.append((word, t, t + length))
             t += length + 0.04
-        fixate(t, box, rect)
+        fixate(t, boxes, rect)
         sentences.append((text, timed))
         clock = max(clock, t) + rng.uniform(0.5, 1.0)
     return Dictation(sentences, np.array(xs), np.array(ys), np.array(starts), np.array(ends), np.array(shown))
@@ -208,8 +281,9 @@ def _egd_padding(original: tuple[int, int]) -> tuple[int, int, int, int]:
     return pad_y // 2, pad_y - pad_y // 2, pad_x // 2, pad_x - pad_x // 2
 
 
-def write_egd_cxr(mimic_root: str | Path, out_root: str | Path, *, n_images: int = 6, seed: int = 0,
-                  images_per_session: int = 4) -> Path:
+def write_egd_cxr(
+    mimic_root: str | Path, out_root: str | Path, *, n_images: int = 6, seed: int = 0, images_per_session: int = 4
+) -> Path:
     """Write an EGD-CXR release for ``n_images`` frontal images of the MIMIC tree; returns ``out_root``."""
     mimic_root, out_root = Path(mimic_root), Path(out_root)
     rng = np.random.default_rng(seed + 1)
@@ -223,8 +297,11 @@ def write_egd_cxr(mimic_root: str | Path, out_root: str | Path, *, n_images: int
             # Each session starts on the calibration image, which is no MIMIC image: adapters must skip it.
             for k in range(3):
                 counter += 1
-                fixations.append(_gazepoint_row(session, 0, "calibration_image", counter, session_clock + 0.3 * k,
-                                                0.5, 0.5, 0.25, -1, -1, k + 1))
+                fixations.append(
+                    _gazepoint_row(
+                        session, 0, "calibration_image", counter, session_clock + 0.3 * k, 0.5, 0.5, 0.25, -1, -1, k + 1
+                    )
+                )
             session_clock += 1.0
         height, width = image.original
         top, bottom, left, right = _egd_padding(image.original)
@@ -236,18 +313,35 @@ def write_egd_cxr(mimic_root: str | Path, out_root: str | Path, *, n_images: int
             off_image = rng.random() < 0.04  # a glance at the screen border: EGD writes -1
             screen_x = left + x * shown_w / width if not off_image else left / 2
             screen_y = top + y * shown_h / height
-            row = _gazepoint_row(session, media + 1, image.dicom_id, counter, session_clock + reading.start[k],
-                                 screen_x / SCREEN[1], screen_y / SCREEN[0], reading.end[k] - reading.start[k],
-                                 -1 if off_image else int(x), -1 if off_image else int(y), k + 1)
+            row = _gazepoint_row(
+                session,
+                media + 1,
+                image.dicom_id,
+                counter,
+                session_clock + reading.start[k],
+                screen_x / SCREEN[1],
+                screen_y / SCREEN[0],
+                reading.end[k] - reading.start[k],
+                -1 if off_image else int(x),
+                -1 if off_image else int(y),
+                k + 1,
+            )
             fixations.append(row)
             for t in np.arange(reading.start[k], reading.end[k], 1 / 60):  # Gazepoint samples at 60 Hz
-                samples.append({**row, "Time (in secs)": round(session_clock + t, 5),
-                                "TIMETICK(f=10000000)": int((session_clock + t) * 1e7)})
+                samples.append(
+                    {
+                        **row,
+                        "Time (in secs)": round(session_clock + t, 5),
+                        "TIMETICK(f=10000000)": int((session_clock + t) * 1e7),
+                    }
+                )
         session_clock += float(reading.end[-1]) + 1.0
         transcript = {
             "full_text": " ".join(text for text, _ in reading.sentences),
-            "time_stamped_text": [{"phrase": text, "begin_time": round(words[0][1], 3), "end_time": round(words[-1][2], 3)}
-                                  for text, words in reading.sentences],
+            "time_stamped_text": [
+                {"phrase": text, "begin_time": round(words[0][1], 3), "end_time": round(words[-1][2], 3)}
+                for text, words in reading.sentences
+            ],
         }
         folder = out_root / "audio_segmentation_transcripts" / image.dicom_id
         folder.mkdir(parents=True, exist_ok=True)
@@ -257,27 +351,71 @@ def write_egd_cxr(mimic_root: str | Path, out_root: str | Path, *, n_images: int
     _write_csv(pd.DataFrame(master), out_root / "master_sheet.csv")
     _write_csv(pd.DataFrame(fixations, columns=list(GAZEPOINT_COLUMNS)), out_root / "fixations.csv")
     _write_csv(pd.DataFrame(samples, columns=list(GAZEPOINT_COLUMNS)), out_root / "eye_gaze.csv")
-    _write_csv(pd.DataFrame(anatomy, columns=["dicom_id", "bbox_name", "x1", "x2", "y1", "y2"]),
-               out_root / "bounding_boxes.csv")
+    _write_csv(
+        pd.DataFrame(anatomy, columns=["dicom_id", "bbox_name", "x1", "x2", "y1", "y2"]),
+        out_root / "bounding_boxes.csv",
+    )
     frame = pd.DataFrame(master)
     for name, flag in (("CHF", "CHF"), ("normals", "Normal"), ("pneumonia", "pneumonia")):
         chosen = frame[frame[flag] == 1][["dicom_id", "patient_id", "study_id", "stay_id"]]
-        _write_csv(chosen.rename(columns={"patient_id": "subject_id"}),
-                   out_root / "inclusion_exclusion_criteria_outputs" / f"{name}.csv")
+        _write_csv(
+            chosen.rename(columns={"patient_id": "subject_id"}),
+            out_root / "inclusion_exclusion_criteria_outputs" / f"{name}.csv",
+        )
     return out_root
 
 
-def _gazepoint_row(session: int, media: int, dicom_id: str, counter: int, start: float, fx: float, fy: float,
-                   duration: float, x_original: int, y_original: int, fixation_id: int) -> dict[str, object]:
+def _gazepoint_row(
+    session: int,
+    media: int,
+    dicom_id: str,
+    counter: int,
+    start: float,
+    fx: float,
+    fy: float,
+    duration: float,
+    x_original: int,
+    y_original: int,
+    fixation_id: int,
+) -> dict[str, object]:
     return {
-        "SESSION_ID": session, "MEDIA_ID": media, "DICOM_ID": dicom_id, "CNT": counter,
-        "Time (in secs)": round(start, 5), "TIMETICK(f=10000000)": int(start * 1e7),
-        "FPOGX": round(fx, 5), "FPOGY": round(fy, 5), "FPOGS": round(start, 5), "FPOGD": round(duration, 5),
-        "FPOGID": fixation_id, "FPOGV": 1, "BPOGX": round(fx, 5), "BPOGY": round(fy, 5), "BPOGV": 1,
-        "LPCX": 0.42, "LPCY": 0.55, "LPD": 21.3, "LPS": 0.92, "LPV": 1, "RPCX": 0.61, "RPCY": 0.55, "RPD": 20.8,
-        "RPS": 0.92, "RPV": 1, "BKID": 0, "BKDUR": 0.0, "BKPMIN": 14, "LPMM": 4.1, "LPMMV": 1, "RPMM": 4.0,
-        "RPMMV": 1, "SACCADE_MAG": 0.0, "SACCADE_DIR": 0.0, "VID_FRAME": 0,
-        "X_ORIGINAL": x_original, "Y_ORIGINAL": y_original,
+        "SESSION_ID": session,
+        "MEDIA_ID": media,
+        "DICOM_ID": dicom_id,
+        "CNT": counter,
+        "Time (in secs)": round(start, 5),
+        "TIMETICK(f=10000000)": int(start * 1e7),
+        "FPOGX": round(fx, 5),
+        "FPOGY": round(fy, 5),
+        "FPOGS": round(start, 5),
+        "FPOGD": round(duration, 5),
+        "FPOGID": fixation_id,
+        "FPOGV": 1,
+        "BPOGX": round(fx, 5),
+        "BPOGY": round(fy, 5),
+        "BPOGV": 1,
+        "LPCX": 0.42,
+        "LPCY": 0.55,
+        "LPD": 21.3,
+        "LPS": 0.92,
+        "LPV": 1,
+        "RPCX": 0.61,
+        "RPCY": 0.55,
+        "RPD": 20.8,
+        "RPS": 0.92,
+        "RPV": 1,
+        "BKID": 0,
+        "BKDUR": 0.0,
+        "BKPMIN": 14,
+        "LPMM": 4.1,
+        "LPMMV": 1,
+        "RPMM": 4.0,
+        "RPMMV": 1,
+        "SACCADE_MAG": 0.0,
+        "SACCADE_DIR": 0.0,
+        "VID_FRAME": 0,
+        "X_ORIGINAL": x_original,
+        "Y_ORIGINAL": y_original,
     }
 
 
@@ -288,17 +426,28 @@ def _egd_master_row(image: Image, padding: tuple[int, int, int, int], rng: np.ra
     row: dict[str, object] = {
         "dicom_id": image.dicom_id,
         "path": f"files/p{image.subject_id[:2]}/p{image.subject_id}/s{image.study_id}/{image.dicom_id}.dcm",
-        "study_id": image.study_id, "patient_id": image.subject_id, "stay_id": int(rng.integers(30_000_000, 40_000_000)),
-        "gender": rng.choice(["F", "M"]), "anchor_age": int(rng.integers(25, 90)),
-        "image_top_pad": padding[0], "image_bottom_pad": padding[1],
-        "image_left_pad": padding[2], "image_right_pad": padding[3],
+        "study_id": image.study_id,
+        "patient_id": image.subject_id,
+        "stay_id": int(rng.integers(30_000_000, 40_000_000)),
+        "gender": rng.choice(["F", "M"]),
+        "anchor_age": int(rng.integers(25, 90)),
+        "image_top_pad": padding[0],
+        "image_bottom_pad": padding[1],
+        "image_left_pad": padding[2],
+        "image_right_pad": padding[3],
     }
     row.update({f"dx{k}": ("CHEST PAIN" if k == 1 else "") for k in range(1, 10)})
-    row.update({"normal_reports": int(not findings), "Normal": int(not chf and not pneumonia),
-                "CHF": chf, "pneumonia": pneumonia,
-                "enlarged_cardiac_silhouette": int("Cardiomegaly" in findings),
-                "pleural_effusion_or_thickening": int("Pleural Effusion" in findings),
-                "consolidation": int("Consolidation" in findings)})
+    row.update(
+        {
+            "normal_reports": int(not findings),
+            "Normal": int(not chf and not pneumonia),
+            "CHF": chf,
+            "pneumonia": pneumonia,
+            "enlarged_cardiac_silhouette": int("Cardiomegaly" in findings),
+            "pleural_effusion_or_thickening": int("Pleural Effusion" in findings),
+            "consolidation": int("Consolidation" in findings),
+        }
+    )
     for label in CHEXPERT_LABELS:
         positive = label in findings or (label == "No Finding" and not findings)
         row[f"{label.lower().replace(' ', '_')}__chx"] = 1.0 if positive else (0.0 if rng.random() < 0.5 else None)
@@ -308,10 +457,23 @@ def _egd_master_row(image: Image, padding: tuple[int, int, int, int], rng: np.ra
 
 def _egd_anatomy_boxes(image: Image) -> list[dict[str, object]]:
     height, width = image.original
-    boxes = {"right lung": (0.12, 0.48, 0.15, 0.85), "left lung": (0.52, 0.88, 0.15, 0.85),
-             "mediastanum": (0.40, 0.60, 0.10, 0.70), "aortic knob": (0.50, 0.60, 0.25, 0.32)}
-    return [{"dicom_id": image.dicom_id, "bbox_name": name, "x1": int(a * width), "x2": int(b * width),
-             "y1": int(c * height), "y2": int(d * height)} for name, (a, b, c, d) in boxes.items()]
+    boxes = {
+        "right lung": (0.12, 0.48, 0.15, 0.85),
+        "left lung": (0.52, 0.88, 0.15, 0.85),
+        "mediastanum": (0.40, 0.60, 0.10, 0.70),
+        "aortic knob": (0.50, 0.60, 0.25, 0.32),
+    }
+    return [
+        {
+            "dicom_id": image.dicom_id,
+            "bbox_name": name,
+            "x1": int(a * width),
+            "x2": int(b * width),
+            "y1": int(c * height),
+            "y2": int(d * height),
+        }
+        for name, (a, b, c, d) in boxes.items()
+    ]
 
 
 # --- REFLACX -----------------------------------------------------------------------------------------------------
@@ -341,15 +503,26 @@ def write_reflacx(mimic_root: str | Path, out_root: str | Path, *, n_images: int
             metadata[phase].append(_write_reading(out_root, reading_id, image, phase, discarded, rng))
     for phase, rows in metadata.items():
         labels = REFLACX_LABELS_PHASE_1 if phase == 1 else REFLACX_LABELS_PHASE_2_3
-        columns = ["id", "split", "eye_tracking_data_discarded", "image", "dicom_id", "subject_id", "image_size_x",
-                   "image_size_y", *sorted([*labels, "Other"])]
-        _write_csv(pd.DataFrame(rows, columns=columns), out_root / "main_data" / f"metadata_phase_{phase}.csv",
-                   crlf=True)
+        columns = [
+            "id",
+            "split",
+            "eye_tracking_data_discarded",
+            "image",
+            "dicom_id",
+            "subject_id",
+            "image_size_x",
+            "image_size_y",
+            *sorted([*labels, "Other"]),
+        ]
+        _write_csv(
+            pd.DataFrame(rows, columns=columns), out_root / "main_data" / f"metadata_phase_{phase}.csv", crlf=True
+        )
     return out_root
 
 
-def _write_reading(out_root: Path, reading_id: str, image: Image, phase: int, discarded: bool,
-                   rng: np.random.Generator) -> dict[str, object]:
+def _write_reading(
+    out_root: Path, reading_id: str, image: Image, phase: int, discarded: bool, rng: np.random.Generator
+) -> dict[str, object]:
     height, width = image.original
     main, gaze_dir = out_root / "main_data" / reading_id, out_root / "gaze_data" / reading_id
     main.mkdir(parents=True, exist_ok=True)
@@ -363,19 +536,50 @@ def _write_reading(out_root: Path, reading_id: str, image: Image, phase: int, di
             continue
         value = int(rng.choice([3, 4, 5])) if rng.random() < 0.85 else int(rng.choice([1, 2]))
         certainty[label] = True if label in BOOLEAN_REFLACX_LABELS else max(int(certainty[label]), value)
-        ellipses.append({"xmin": round(box.x0), "ymin": round(box.y0), "xmax": round(box.x1), "ymax": round(box.y1),
-                         "certainty": value, **{name: name == label for name in labels}})
-    _write_csv(pd.DataFrame([{"xmin": round(0.1 * width), "ymin": round(0.12 * height), "xmax": round(0.9 * width),
-                              "ymax": round(0.9 * height)}]), main / "chest_bounding_box.csv", crlf=True)
-    _write_csv(pd.DataFrame(ellipses, columns=["xmin", "ymin", "xmax", "ymax", "certainty", *labels]),
-               main / "anomaly_location_ellipses.csv", crlf=True)
+        ellipses.append(
+            {
+                "xmin": round(box.x0),
+                "ymin": round(box.y0),
+                "xmax": round(box.x1),
+                "ymax": round(box.y1),
+                "certainty": value,
+                **{name: name == label for name in labels},
+            }
+        )
+    _write_csv(
+        pd.DataFrame(
+            [
+                {
+                    "xmin": round(0.1 * width),
+                    "ymin": round(0.12 * height),
+                    "xmax": round(0.9 * width),
+                    "ymax": round(0.9 * height),
+                }
+            ]
+        ),
+        main / "chest_bounding_box.csv",
+        crlf=True,
+    )
+    _write_csv(
+        pd.DataFrame(ellipses, columns=["xmin", "ymin", "xmax", "ymax", "certainty", *labels]),
+        main / "anomaly_location_ellipses.csv",
+        crlf=True,
+    )
     if not discarded:
         _write_reflacx_gaze(main, gaze_dir, _dictate(image, rng, zoom=True), image.original)
-    return {"id": reading_id, "split": image.split, "eye_tracking_data_discarded": discarded,
-            "image": f"physionet.org/files/mimic-cxr/2.0.0/files/p{image.subject_id[:2]}/p{image.subject_id}/"
-                     f"s{image.study_id}/{image.dicom_id}.dcm",
-            "dicom_id": image.dicom_id, "subject_id": image.subject_id, "image_size_x": width, "image_size_y": height,
-            "Other": "", **certainty}
+    return {
+        "id": reading_id,
+        "split": image.split,
+        "eye_tracking_data_discarded": discarded,
+        "image": f"physionet.org/files/mimic-cxr/2.0.0/files/p{image.subject_id[:2]}/p{image.subject_id}/"
+        f"s{image.study_id}/{image.dicom_id}.dcm",
+        "dicom_id": image.dicom_id,
+        "subject_id": image.subject_id,
+        "image_size_x": width,
+        "image_size_y": height,
+        "Other": "",
+        **certainty,
+    }
 
 
 def _write_reflacx_gaze(main: Path, gaze_dir: Path, reading: Dictation, original: tuple[int, int]) -> None:
@@ -386,17 +590,27 @@ def _write_reflacx_gaze(main: Path, gaze_dir: Path, reading: Dictation, original
     for k in range(len(reading.x)):
         xmin, ymin, xmax, ymax = reading.zoom[k]
         image_px_per_screen_px = (xmax - xmin) / (dest[2] - dest[0])
-        rows.append({
-            "timestamp_start_fixation": round(reading.start[k], 3), "timestamp_end_fixation": round(reading.end[k], 3),
-            "x_position": round(reading.x[k]), "y_position": round(reading.y[k]), "pupil_area_normalized": 0.913,
-            "angular_resolution_x_pixels_per_degree": round(SCREEN_PX_PER_DEGREE * image_px_per_screen_px),
-            "angular_resolution_y_pixels_per_degree": round(SCREEN_PX_PER_DEGREE * image_px_per_screen_px),
-            "window_width": 1.0, "window_level": 0.5,
-            "xmin_shown_from_image": round(xmin), "ymin_shown_from_image": round(ymin),
-            "xmax_shown_from_image": round(xmax), "ymax_shown_from_image": round(ymax),
-            "xmin_in_screen_coordinates": dest[0], "ymin_in_screen_coordinates": dest[1],
-            "xmax_in_screen_coordinates": dest[2], "ymax_in_screen_coordinates": dest[3],
-        })
+        rows.append(
+            {
+                "timestamp_start_fixation": round(reading.start[k], 3),
+                "timestamp_end_fixation": round(reading.end[k], 3),
+                "x_position": round(reading.x[k]),
+                "y_position": round(reading.y[k]),
+                "pupil_area_normalized": 0.913,
+                "angular_resolution_x_pixels_per_degree": round(SCREEN_PX_PER_DEGREE * image_px_per_screen_px),
+                "angular_resolution_y_pixels_per_degree": round(SCREEN_PX_PER_DEGREE * image_px_per_screen_px),
+                "window_width": 1.0,
+                "window_level": 0.5,
+                "xmin_shown_from_image": round(xmin),
+                "ymin_shown_from_image": round(ymin),
+                "xmax_shown_from_image": round(xmax),
+                "ymax_shown_from_image": round(ymax),
+                "xmin_in_screen_coordinates": dest[0],
+                "ymin_in_screen_coordinates": dest[1],
+                "xmax_in_screen_coordinates": dest[2],
+                "ymax_in_screen_coordinates": dest[3],
+            }
+        )
     fixations = pd.DataFrame(rows)
     _write_csv(fixations, main / "fixations.csv", crlf=True)
     samples = []
@@ -406,6 +620,11 @@ def _write_reflacx_gaze(main: Path, gaze_dir: Path, reading: Dictation, original
             samples.append({"timestamp_sample": round(float(t), 3), **sample})
     _write_csv(pd.DataFrame(samples), gaze_dir / "gaze.csv", crlf=True)
     words = [w for _, timed in reading.sentences for w in timed]
-    _write_csv(pd.DataFrame([{"word": w, "timestamp_start_word": round(s, 3), "timestamp_end_word": round(e, 3)}
-                             for w, s, e in words]), main / "timestamps_transcription.csv", crlf=True)
+    _write_csv(
+        pd.DataFrame(
+            [{"word": w, "timestamp_start_word": round(s, 3), "timestamp_end_word": round(e, 3)} for w, s, e in words]
+        ),
+        main / "timestamps_transcription.csv",
+        crlf=True,
+    )
     (main / "transcription.txt").write_text(" ".join(text for text, _ in reading.sentences))

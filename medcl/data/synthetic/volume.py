@@ -31,6 +31,11 @@ import numpy as np
 from nibabel.orientations import axcodes2ornt, ornt_transform
 from scipy.ndimage import gaussian_filter
 
+# Dataset facts (label names, channel order, official splits) live with the adapters that read the real data.
+from medcl.data.adapters.acdc import ACDC_GROUPS
+from medcl.data.adapters.brats import BRATS_2023_SUFFIXES, BRATS_CHANNELS
+from medcl.data.adapters.btcv import BTCV_LABELS, SWINUNETR_VALIDATION
+
 Shape3 = tuple[int, int, int]
 Spacing3 = tuple[float, float, float]
 Grid = tuple[np.ndarray, np.ndarray, np.ndarray]
@@ -192,23 +197,6 @@ CT_STRUCTURE_INDEX = {s.name: i + 1 for i, s in enumerate(CT_STRUCTURES)}  # 0 =
 # real dataset, where every case has a file for every class.
 TOTALSEG_EMPTY_CLASSES = ("brain", "urinary_bladder", "femur_left", "femur_right", "trachea", "thyroid_gland")
 
-BTCV_LABELS = {
-    0: "background",
-    1: "spleen",
-    2: "right kidney",
-    3: "left kidney",
-    4: "gallbladder",
-    5: "esophagus",
-    6: "liver",
-    7: "stomach",
-    8: "aorta",
-    9: "inferior vena cava",
-    10: "portal vein and splenic vein",
-    11: "pancreas",
-    12: "right adrenal gland",
-    13: "left adrenal gland",
-}
-
 
 @dataclass
 class CTPhantom:
@@ -301,7 +289,6 @@ def ct_phantom(shape: Sequence[int], rng: np.random.Generator, *, lesion_organ: 
 # Brain MRI phantom (BraTS / MSD Task01)
 # ---------------------------------------------------------------------------------------------------------------
 
-BRATS_MODALITIES = ("flair", "t1", "t1ce", "t2")
 # Tissue intensities per modality (FLAIR, T1, T1ce, T2): CSF dark on FLAIR, oedema bright on FLAIR/T2,
 # enhancing rim bright on T1ce only, necrosis dark on T1.
 _BRAIN_CONTRAST = {
@@ -316,7 +303,7 @@ BRATS_NCR, BRATS_ED, BRATS_ET = 1, 2, 4
 
 
 def brain_phantom(shape: Sequence[int], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Skull-stripped brain with a glioma: returns ``(image (X, Y, Z, 4) float32 in BRATS_MODALITIES order,
+    """Skull-stripped brain with a glioma: returns ``(image (X, Y, Z, 4) float32 in BRATS_CHANNELS order,
     seg uint8 with BraTS 2021 labels 1 NCR, 2 ED, 4 ET)`` in the canonical RAS grid."""
     grid = _normalized_grid(shape)
     tissue = np.zeros(tuple(shape), dtype=np.uint8)  # 0 background, then keys of _BRAIN_CONTRAST in order (1-based)
@@ -336,16 +323,19 @@ def brain_phantom(shape: Sequence[int], rng: np.random.Generator) -> tuple[np.nd
     enhancing = _ellipsoid(grid, center, (radius,) * 3, 0.15, phase) & brain
     necrosis = _ellipsoid(grid, center, (0.55 * radius,) * 3, 0.1, phase) & brain
     seg = np.zeros(tuple(shape), dtype=np.uint8)
-    for mask, name, label in ((oedema, "oedema", BRATS_ED), (enhancing, "enhancing", BRATS_ET),
-                              (necrosis, "necrosis", BRATS_NCR)):  # fmt: skip
+    for mask, name, label in (
+        (oedema, "oedema", BRATS_ED),
+        (enhancing, "enhancing", BRATS_ET),
+        (necrosis, "necrosis", BRATS_NCR),
+    ):
         tissue[mask] = code[name]
         seg[mask] = label
 
-    contrast = np.zeros((len(code) + 1, len(BRATS_MODALITIES)), dtype=np.float32)
+    contrast = np.zeros((len(code) + 1, len(BRATS_CHANNELS)), dtype=np.float32)
     contrast[1:] = np.asarray(list(_BRAIN_CONTRAST.values()))
     channels = []
     u, v, w = grid
-    for m in range(len(BRATS_MODALITIES)):
+    for m in range(len(BRATS_CHANNELS)):
         a, b, c = rng.normal(0.0, 0.08, 3)
         bias = np.exp(a * u + b * v + c * w).astype(np.float32)  # smooth coil sensitivity
         values = contrast[tissue, m] * bias
@@ -358,9 +348,7 @@ def brain_phantom(shape: Sequence[int], rng: np.random.Generator) -> tuple[np.nd
 # Cardiac cine MRI phantom (ACDC)
 # ---------------------------------------------------------------------------------------------------------------
 
-ACDC_GROUPS = ("NOR", "MINF", "DCM", "HCM", "RV")
 _ACDC_TRAINING_ORDER = ("DCM", "HCM", "MINF", "NOR", "RV")  # patient001-020 DCM, 021-040 HCM, ...
-ACDC_LABELS = {0: "background", 1: "RV cavity", 2: "myocardium", 3: "LV cavity"}
 # Per group: LV end-diastolic radius, radial contraction at ES, wall thickness, RV scale (normalised units).
 _ACDC_GROUP_SHAPE = {
     "NOR": (0.22, 0.30, 0.08, 1.0),
@@ -493,17 +481,17 @@ def generate_msd(
     """Write ``root/<task>/{imagesTr,labelsTr,imagesTs}`` and ``dataset.json`` like a Medical Segmentation Decathlon
     task; returns the task folder.
 
-    ``task`` is one of :data:`MSD_TASKS`; ``four_d`` (default: True for Task01_BrainTumour only) writes multi-channel
-    ``(X, Y, Z, C)`` images as the 4D tasks do. ``misspelt_release`` writes the ``relase`` key some tasks ship with;
-    ``junk`` adds macOS ``._*`` files.
+    ``task`` is one of :data:`MSD_TASKS`. 4D tasks (Task01_BrainTumour) store multi-channel ``(X, Y, Z, C)`` images;
+    ``four_d`` defaults to the task's kind and must match it. ``misspelt_release`` writes the ``relase`` key some
+    tasks ship with; ``junk`` adds macOS ``._*`` files.
     """
     if task not in MSD_TASKS:
         raise ValueError(f"unsupported MSD task {task!r}; supported: {sorted(MSD_TASKS)}")
     spec = MSD_TASKS[task]
     brain = spec.modality != {"0": "CT"}
     four_d = brain if four_d is None else four_d
-    if brain and not four_d:
-        raise ValueError(f"{task} is multi-channel MRI: four_d=False is not supported")
+    if four_d != brain:
+        raise ValueError(f"{task} is {'4D multi-channel MRI' if brain else '3D CT'}: four_d={four_d} does not apply")
     task_dir = Path(root) / task
     numbers = _case_numbers(_rng(seed, 1), n_train + n_test)
     order = _rng(seed, 2).permutation(len(numbers))
@@ -522,8 +510,6 @@ def generate_msd(
         if brain:
             image, seg = brain_phantom(case_shape, rng)
             label = _BRATS_TO_MSD[seg]
-            if len(spec.modality) != image.shape[-1]:
-                image = image[..., : len(spec.modality)]
         else:
             phantom = ct_phantom(case_shape, rng, lesion_organ=spec.lesion_organ)
             image = phantom.hu
@@ -570,7 +556,7 @@ def generate_msd(
 # 0035-0040 out for validation (the 24/6 convention).
 BTCV_TRAIN_NUMBERS = (*range(1, 11), *range(21, 41))
 BTCV_TEST_NUMBERS = tuple(range(61, 81))
-BTCV_VALIDATION_NUMBERS = tuple(range(35, 41))
+BTCV_VALIDATION_NUMBERS = tuple(sorted(SWINUNETR_VALIDATION))
 
 
 def _btcv_subset(n_train: int) -> list[int]:
@@ -647,9 +633,6 @@ def generate_btcv(
     return root
 
 
-BRATS_2023_MODALITIES = {"flair": "t2f", "t1": "t1n", "t1ce": "t1c", "t2": "t2w"}
-
-
 def generate_brats(
     root: str | Path,
     *,
@@ -684,14 +667,14 @@ def generate_brats(
             number = numbers[i - 1]
         if edition == 2021:
             case = f"BraTS2021_{number:05d}"
-            files = {m: f"{case}_{m}.nii.gz" for m in BRATS_MODALITIES} | {"seg": f"{case}_seg.nii.gz"}
+            files = {m: f"{case}_{m}.nii.gz" for m in BRATS_CHANNELS} | {"seg": f"{case}_seg.nii.gz"}
         else:
             case = f"BraTS-GLI-{number:05d}-{timepoint:03d}"
-            files = {m: f"{case}-{BRATS_2023_MODALITIES[m]}.nii.gz" for m in BRATS_MODALITIES}
+            files = {m: f"{case}-{BRATS_2023_SUFFIXES[m]}.nii.gz" for m in BRATS_CHANNELS}
             files["seg"] = f"{case}-seg.nii.gz"
         image, seg = brain_phantom(shape, rng)
         orientation = orientations[i % len(orientations)]
-        for m, modality in enumerate(BRATS_MODALITIES):
+        for m, modality in enumerate(BRATS_CHANNELS):
             _save(to_nifti(image[..., m], spacing, orientation, dtype=np.int16), folder / case / files[modality])
         if i < n_cases:
             if edition == 2023:
