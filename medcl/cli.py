@@ -5,6 +5,8 @@
   ``--ckpt_path last``.
 * ``medcl data list|prepare|merge|synth ...``: dataset adapters and synthetic datasets.
 * ``medcl eval ...``: evaluations on a checkpoint.
+* ``medcl register ...``: register a logged model (or a checkpoint) in the MLflow registry under an alias.
+* ``medcl serve --model models:/<name>@<alias>``: the inference service.
 * ``medcl demo``: the CPU end-to-end demo.
 """
 
@@ -50,7 +52,7 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> Any:
     from medcl.tracking import MedclMLFlowLogger, MLflowRunFile, MLflowSaveConfigCallback, run_id_for_resume
 
     class MedclCLI(LightningCLI):
-        def add_arguments_to_parser(self, parser) -> None:  # noqa: ANN001 (jsonargparse parser)
+        def add_arguments_to_parser(self, parser) -> None:
             # `checkpoint.*` is the best-model checkpoint (monitor/mode/save_top_k); a second callback keeps
             # last.ckpt fresh every N training steps so `--ckpt_path last` resumes mid-epoch after a crash or kill.
             parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_environment()
     _configure_logging()
-    usage = "usage: medcl {fit,validate,test,predict,data,eval,demo} ... (medcl <command> --help)"
+    usage = "usage: medcl {fit,validate,test,predict,data,eval,register,serve,demo} ... (medcl <command> --help)"
     if not argv or argv[0] in {"-h", "--help"}:
         print(usage)
         return 0
@@ -212,6 +214,14 @@ def main(argv: list[str] | None = None) -> int:
         from medcl.eval.cli import eval_main
 
         return eval_main(rest)
+    if command == "register":
+        from medcl.registry import register_main
+
+        return register_main(rest)
+    if command == "serve":
+        from medcl.serve.cli import serve_main
+
+        return serve_main(rest)
     if command == "demo":
         from medcl.demo import demo_main
 

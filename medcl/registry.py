@@ -93,23 +93,56 @@ def upload_suffix(filename: str) -> str:
     return suffix if suffix in UPLOAD_SUFFIXES else (suffix or "")
 
 
-def _header_shape(path: Path, suffix: str) -> tuple[int, ...] | None:
-    """Image dimensions read from the header only; None when the header is unreadable (the decoder reports why)."""
+TEXT_VRS = ("AE", "AS", "CS", "DA", "DS", "DT", "IS", "LO", "LT", "PN", "SH", "ST", "TM", "UC", "UI", "UT")
+
+
+def _dicom_strings(ds: Any) -> set[str]:
+    """Every textual header value (names, ids, dates, descriptions...), nested sequences included."""
+    found: set[str] = set()
+    for element in ds.iterall():
+        if element.VR in TEXT_VRS and element.value not in (None, ""):
+            values = element.value if element.VM > 1 else [element.value]
+            found.update(str(v).strip() for v in values)
+    return found
+
+
+def _inspect_header(path: Path, suffix: str) -> tuple[tuple[int, ...] | None, set[str]]:
+    """Image dimensions and the header's text values, from the header only (no pixel decoding).
+
+    Dimensions are None when the header is unreadable: the decoder then reports why. The text values are what
+    error messages must never repeat (they may hold patient names, ids or dates).
+    """
     try:
         if suffix in (".png", ".jpg", ".jpeg"):
             from PIL import Image
 
             with Image.open(path) as image:
-                return (*image.size, len(image.getbands()))
+                texts = {str(v) for v in image.info.values() if isinstance(v, (str, bytes))}
+                return (*image.size, len(image.getbands())), texts
         if suffix in (".nii", ".nii.gz"):
-            return tuple(int(n) for n in nib.load(path).shape)
+            image = nib.load(path)
+            header = image.header
+            texts = {
+                header[k].item().decode("latin-1", "ignore").strip("\x00 ")
+                for k in ("descrip", "aux_file", "intent_name", "db_name")
+                if k in header
+            }
+            return tuple(int(n) for n in image.shape), texts
         import pydicom
 
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         frames = int(ds.get("NumberOfFrames") or 1)
-        return (int(ds.Rows), int(ds.Columns), max(frames, 1), int(ds.get("SamplesPerPixel") or 1))
+        shape = (int(ds.Rows), int(ds.Columns), max(frames, 1), int(ds.get("SamplesPerPixel") or 1))
+        return shape, _dicom_strings(ds)
     except Exception:  # any header problem is reported by load_image with its reason
-        return None
+        return None, set()
+
+
+def redact(message: str, secrets: set[str]) -> str:
+    """``message`` with every header text value of 3+ characters replaced by ``<redacted>`` (longest first)."""
+    for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
+        message = message.replace(secret, "<redacted>")
+    return message
 
 
 def check_dimensions(shape: Sequence[int], limits: ImageLimits) -> None:
@@ -144,13 +177,14 @@ def read_upload(
     with tempfile.TemporaryDirectory(prefix="medcl-upload-") as folder:
         path = Path(folder) / f"{UPLOAD_NAME}{suffix}"
         path.write_bytes(content)
-        shape = _header_shape(path, suffix)
+        shape, header_text = _inspect_header(path, suffix)
         if shape is not None:
             check_dimensions(shape, limits or ImageLimits())
         try:
             image = load_image(path, voi_lut=voi_lut)
         except InvalidInputError as err:
-            raise InvalidInputError(UPLOAD_NAME, err.reason.replace(str(path), UPLOAD_NAME)) from None
+            reason = redact(err.reason.replace(str(path), UPLOAD_NAME).replace(folder, "."), header_text)
+            raise InvalidInputError(UPLOAD_NAME, reason) from None
         check_dimensions(tuple(image.shape), limits or ImageLimits())
     image.meta["filename_or_obj"] = UPLOAD_NAME
     return image
@@ -380,17 +414,19 @@ WRAPPERS: dict[str, type[MedclPyfunc]] = {ImageTextPyfunc.kind: ImageTextPyfunc,
 # ---------------------------------------------------------------------------------------------------------------
 
 
-def _example_png() -> bytes:
+def example_png(size: int = 64) -> bytes:
+    """A small grey PNG with structure (input examples, tests, load runs)."""
     from PIL import Image
 
-    y, x = np.mgrid[0:64, 0:64]
+    y, x = np.mgrid[0:size, 0:size]
     pixels = (127 + 100 * np.sin(x / 7.0) * np.cos(y / 9.0)).astype(np.uint8)
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
     return buffer.getvalue()
 
 
-def _example_nifti(channels: int = 1) -> bytes:
+def example_nifti(channels: int = 1) -> bytes:
+    """A small float NIfTI-1 volume (24 x 24 x 16, 1.5 x 1.5 x 2 mm)."""
     grid = np.mgrid[0:24, 0:24, 16:32].astype(np.float32)
     volume = 200.0 * np.cos(grid[0] / 5) * np.sin(grid[1] / 4) + grid[2] * 10 - 100
     array = volume if channels == 1 else np.stack([volume] * channels, axis=-1)
@@ -559,7 +595,7 @@ def image_text_payload(task: LightningModule, image_size: int) -> tuple[dict[str
 def log_image_text_model(task: LightningModule, image_size: int, **kwargs: Any) -> LoggedModel:
     """Log an image-text task's image tower + zero-shot prototypes as an ``image_text`` pyfunc."""
     config, tensors = image_text_payload(task, image_size)
-    return log_pyfunc("image_text", config, tensors, example=(_example_png(), "example.png"), **kwargs)
+    return log_pyfunc("image_text", config, tensors, example=(example_png(), "example.png"), **kwargs)
 
 
 @dataclass
@@ -589,7 +625,7 @@ def log_segmentation_model(
     }
     weights = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
     channels = int(config["network"]["init_args"].get("in_channels", 1))
-    example = (_example_nifti(channels), "example.nii")
+    example = (example_nifti(channels), "example.nii")
     return log_pyfunc("segmentation", config, {"weights": weights}, example=example, **kwargs)
 
 

@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 from mlflow import MlflowClient
 
 REPO = Path(__file__).resolve().parents[1]

@@ -194,6 +194,7 @@ class CXRDataModule(LightningDataModule):
         self.save_hyperparameters()
         self.manifest = Path(manifest)
         self.frames: dict[str, pd.DataFrame] = {}
+        self._datasets: dict[tuple[str, bool], Dataset] = {}
 
     # -- data preparation -------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
@@ -251,12 +252,19 @@ class CXRDataModule(LightningDataModule):
         return records
 
     def dataset(self, split: str, train: bool) -> Dataset:
-        keys = ("image", *GAZE_KEYS) if self.hparams.use_gaze else ("image",)
-        transform = cxr_transforms(self.hparams.image_size, train, keys)
-        data = self.records(split)
-        if self.hparams.cache == "memory":
-            return CacheDataset(data, transform, num_workers=self.hparams.num_workers or None, progress=False)
-        return Dataset(data, transform)
+        """One dataset per (split, train) for the module's lifetime: Lightning may ask for a loader twice
+        (e.g. to estimate the number of steps) and the cache must be filled only once."""
+        key = (split, train)
+        if key not in self._datasets:
+            keys = ("image", *GAZE_KEYS) if self.hparams.use_gaze else ("image",)
+            transform = cxr_transforms(self.hparams.image_size, train, keys)
+            data = self.records(split)
+            if self.hparams.cache == "memory":
+                workers = self.hparams.num_workers or None
+                self._datasets[key] = CacheDataset(data, transform, num_workers=workers, progress=True)
+            else:
+                self._datasets[key] = Dataset(data, transform)
+        return self._datasets[key]
 
     def loader(self, split: str, train: bool) -> DataLoader:
         return DataLoader(

@@ -334,9 +334,6 @@ def stack_geometry(planes: Sequence[Plane], labels: Sequence[str], path: Path) -
     positions, along_normal = positions[order], along_normal[order]
     sorted_labels = [labels[i] for i in order]
 
-    in_plane = np.stack(
-        [reference.row_cosine * reference.column_spacing, reference.column_cosine * reference.row_spacing], 1
-    )
     if len(planes) == 1:
         slice_step = normal * 1.0
     else:
@@ -378,21 +375,25 @@ def stack_geometry(planes: Sequence[Plane], labels: Sequence[str], path: Path) -
                 f"inconsistent geometry: {sorted_labels[worst]} is {drift[worst]:.3g} mm off the line through the "
                 "other slice positions",
             )
+    return order, _plane_affine(planes[int(order[0])], slice_step)
+
+
+def _plane_affine(plane: Plane, slice_step: np.ndarray) -> np.ndarray:
+    """LPS affine of a plane: columns = (along a row, down a column, to the next slice, position)."""
     affine = np.eye(4)
-    affine[:3, :2] = in_plane
+    affine[:3, 0] = plane.row_cosine * plane.column_spacing
+    affine[:3, 1] = plane.column_cosine * plane.row_spacing
     affine[:3, 2] = slice_step
-    affine[:3, 3] = positions[0]
-    return order, affine
+    affine[:3, 3] = plane.position
+    return affine
 
 
 def single_plane_affine(ds: Dataset, plane: Plane | None, path: Path) -> tuple[np.ndarray, bool]:
     """LPS affine of one 2-D image; the pixel grid (no patient geometry) for radiographs and secondary captures."""
     if plane is not None:
-        _, affine = stack_geometry([plane], ["the image"], path)
+        _check_plane(plane, path, "the image")
         thickness = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
-        if thickness:
-            affine[:3, 2] *= float(thickness)
-        return affine, True
+        return _plane_affine(plane, plane.normal * (float(thickness) if thickness else 1.0)), True
     spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
     row_spacing, column_spacing = (float(spacing[0]), float(spacing[1])) if spacing and len(spacing) == 2 else (1, 1)
     return np.diag([column_spacing, row_spacing, 1.0, 1.0]), False
@@ -403,13 +404,12 @@ def single_plane_affine(ds: Dataset, plane: Plane | None, path: Path) -> tuple[n
 
 
 def _to_channel_first(frames: np.ndarray, keep_frame_axis: bool) -> np.ndarray:
-    """(frames, rows, cols[, rgb]) -> (channels, cols, rows[, frames]), contiguous."""
+    """(frames, rows, cols[, rgb]) -> (channels, cols, rows[, frames]) as a strided view: a transposing copy would
+    cost more than decoding an uncompressed slice."""
     if frames.ndim == 3:
         frames = frames[..., None]
     array = frames.transpose(3, 2, 1, 0)  # (C, cols, rows, frames)
-    if not keep_frame_axis:
-        array = array[..., 0]
-    return np.ascontiguousarray(array)
+    return array if keep_frame_axis else array[..., 0]
 
 
 def _meta(ds: Dataset, affine_lps: np.ndarray, has_patient_geometry: bool, spatial_ndim: int) -> dict[str, Any]:
@@ -532,13 +532,12 @@ def _assemble_series(
             )
         planes.append(plane)
     order, affine = stack_geometry(planes, [file.name for file, _ in members], directory)
-    volume: np.ndarray | None = None
+    frames: np.ndarray | None = None  # filled in stored (slice, row, column[, rgb]) order: contiguous writes
     for depth, index in enumerate(order):
         file, ds = members[index]
-        frame = decode_frames(ds, file, voi_lut=voi_lut)[0]  # (rows, cols[, 3])
-        if volume is None:
-            channels = frame.shape[2] if frame.ndim == 3 else 1
-            volume = np.empty((channels, shape[1], shape[0], len(members)), dtype=np.float32)
-        volume[..., depth] = frame.T if frame.ndim == 2 else frame.transpose(2, 1, 0)
-    assert volume is not None
-    return volume, _meta(first, affine, True, 3)
+        frame = decode_frames(ds, file, voi_lut=voi_lut)[0]
+        if frames is None:
+            frames = np.empty((len(members), *frame.shape), dtype=np.float32)
+        frames[depth] = frame
+    assert frames is not None
+    return _to_channel_first(frames, keep_frame_axis=True), _meta(first, affine, True, 3)

@@ -63,10 +63,10 @@ def _pixel_grid_meta(spatial_shape: Sequence[int], image_format: str) -> dict[st
 
 
 def _stored_2d_to_channel_first(pixels: np.ndarray) -> np.ndarray:
-    """(H, W) or (H, W, C) as stored -> contiguous float32 (C, W, H)."""
+    """(H, W) or (H, W, C) as stored -> float32 (C, W, H), a strided view of the stored order."""
     if pixels.ndim == 2:
         pixels = pixels[..., None]
-    return np.ascontiguousarray(pixels.transpose(2, 1, 0), dtype=np.float32)
+    return pixels.astype(np.float32, copy=False).transpose(2, 1, 0)
 
 
 def _read_pil(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
@@ -132,13 +132,16 @@ def _read_nibabel(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         "has_patient_geometry": True,
         "format": "nibabel",
     }
-    return np.ascontiguousarray(array), meta
+    return array, meta
 
 
 def read_image_array(
     path: PathLike, *, voi_lut: bool = False, series_uid: str | None = None
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """Decode one image into a channel-first float32 array and plain, PHI-free metadata.
+
+    The array may be a strided view (a transposed DICOM/PNG, a Fortran-ordered NIfTI): copying into C order would
+    cost as much as the decoding itself, and torch and MONAI handle any strides.
 
     Args:
         path: DICOM file (``.dcm``, ``.dcm.gz``, or any name), directory of one DICOM series, NIfTI or other
@@ -186,7 +189,8 @@ def load_image(path: PathLike, *, voi_lut: bool = False, series_uid: str | None 
         InvalidInputError: naming the file and the reason when it cannot be read as an image.
     """
     array, meta = read_image_array(path, voi_lut=voi_lut, series_uid=series_uid)
-    return MetaTensor.ensure_torch_and_prune_meta(array, meta)
+    # MetaTensor.ensure_torch_and_prune_meta would force a C-contiguous copy; keep the strides instead.
+    return MetaTensor(torch.from_numpy(array), affine=torch.as_tensor(meta["affine"], dtype=torch.float64), meta=meta)
 
 
 def _concatenate_channels(paths: Sequence[Path], images: list[tuple[np.ndarray, dict[str, Any]]]):
@@ -225,8 +229,3 @@ class MedclReader(ImageReader):
     def get_data(self, img: tuple[np.ndarray, dict[str, Any]]) -> tuple[np.ndarray, dict[str, Any]]:
         array, meta = img
         return array, dict(meta)
-
-
-def as_metatensor(array: np.ndarray | torch.Tensor, like: MetaTensor) -> MetaTensor:
-    """Wrap ``array`` (same spatial grid as ``like``) with ``like``'s geometry, for maps computed from an image."""
-    return MetaTensor(torch.as_tensor(array, dtype=torch.float32), affine=like.affine.clone(), meta=dict(like.meta))

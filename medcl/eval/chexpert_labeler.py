@@ -28,6 +28,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 
 from medcl.data.manifest import CHEXPERT_LABELS
+from medcl.data.reports import parse_report
 
 NO_FINDING = "No Finding"
 # Observations that make "No Finding" blank when positive or uncertain (CheXpert ignores Support Devices for it).
@@ -193,33 +194,7 @@ def label_reports(texts: Sequence[str]) -> np.ndarray:
     return out
 
 
-# -- MIMIC-CXR sections ----------------------------------------------------------------------------------------------
-_HEADER = re.compile(r"^\s*([A-Z][A-Z /()&,-]{1,40}):", re.MULTILINE)
-_IMPRESSION_HEADERS = ("IMPRESSION", "CONCLUSION", "IMPRESSIONS", "SUMMARY")
-_FINDINGS_HEADERS = ("FINDINGS", "FINDING")
-
-
-def report_sections(report: str) -> dict[str, str]:
-    """Free-text MIMIC report -> {HEADER: text} (text whitespace-normalised, original case)."""
-    body = report.split("FINAL REPORT", 1)[-1]
-    sections: dict[str, str] = {}
-    matches = list(_HEADER.finditer(body))
-    for i, match in enumerate(matches):
-        end = matches[i + 1].start() if i + 1 < len(matches) else len(body)
-        sections[match.group(1).strip()] = re.sub(r"\s+", " ", body[match.end() : end]).strip()
-    return sections
-
-
 def labelled_section(report: str) -> str:
-    """The text MIMIC-CXR's CheXpert labels come from: impression, else findings, else the last paragraph.
-
-    The last paragraph skips header-led paragraphs (NOTIFICATION:, RECOMMENDATION(S): ...), which are not findings.
-    """
-    sections = report_sections(report)
-    for names in (_IMPRESSION_HEADERS, _FINDINGS_HEADERS):
-        for name in names:
-            if sections.get(name):
-                return sections[name]
-    body = report.split("FINAL REPORT", 1)[-1]
-    paragraphs = [p for p in re.split(r"\n\s*\n", body) if p.strip() and not _HEADER.match(p)]
-    return re.sub(r"\s+", " ", paragraphs[-1]).strip() if paragraphs else ""
+    """The text MIMIC-CXR's CheXpert labels come from: impression, else findings, else the last paragraph."""
+    sections = parse_report(report)
+    return next((sections[k] for k in ("impression", "findings", "last_paragraph") if sections.get(k)), "")

@@ -33,9 +33,7 @@ def heatmaps_to_patch_grid(heatmaps: Tensor, grid: tuple[int, int], eps: float =
     """
     pooled = F.adaptive_avg_pool2d(heatmaps.float(), grid)  # (B, S, gh, gw)
     if min(grid) > 2:
-        ring = torch.cat(
-            [pooled[..., 0, :], pooled[..., -1, :], pooled[..., 1:-1, 0], pooled[..., 1:-1, -1]], dim=-1
-        )
+        ring = torch.cat([pooled[..., 0, :], pooled[..., -1, :], pooled[..., 1:-1, 0], pooled[..., 1:-1, -1]], dim=-1)
         pooled = (pooled - ring.median(dim=-1).values[..., None, None]).clamp_min(0.0)
     flat = pooled.flatten(2)
     return flat / flat.sum(dim=-1, keepdim=True).clamp_min(eps)

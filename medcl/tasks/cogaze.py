@@ -201,6 +201,10 @@ class CoGazePretraining(ImageTextPretraining):
         if self.model.image_labels is not None:
             self._outputs[-1]["image_logits"] = output.image_logits.detach().float().cpu()
         self._outputs[-1]["patches_pooled"] = output.patches.detach().mean(dim=1).float().cpu()
+        if stage == "test":
+            self._examples.setdefault("texts", []).extend(batch["text"])
+            if len(self._examples.setdefault("query_images", [])) < 4:
+                self._examples["query_images"].extend(batch["image"][:4].detach().float().cpu())
         if "gaze_present" not in batch:
             return
         with torch.no_grad():
@@ -273,13 +277,36 @@ class CoGazePretraining(ImageTextPretraining):
         if logger is None:
             return
         figures = {}
-        if self._examples.get("attention"):
-            figures["gaze_overlays"] = plots.gaze_overlay_figure(**self._examples)
+        examples = self._examples
+        if examples.get("attention"):
+            keys = ("image", "sentence", "attention", "gaze")
+            figures["gaze_overlays"] = plots.gaze_overlay_figure(**{k: examples[k] for k in keys})
         embeddings = getattr(self, "_eval_embeddings", None)
         if embeddings is not None:
             figures["embedding_map"] = plots.embedding_map_figure(
                 embeddings["image"], embeddings["labels"], list(CHEXPERT_LABELS)
             )
+            if examples.get("query_images") and len(examples.get("texts", [])) == len(embeddings["image"]):
+                figures["retrieval_examples"] = self._retrieval_figure(embeddings, examples)
         for name, figure in figures.items():
             logger.experiment.log_figure(logger.run_id, figure, f"figures/{stage}_{name}.png")
             plots.close(figure)
+
+    @staticmethod
+    def _retrieval_figure(embeddings: Mapping[str, Tensor], examples: Mapping[str, Any]) -> Any:
+        """Top-3 reports (one per study) retrieved for the first test images."""
+        from medcl.eval import plots
+        from medcl.eval.retrieval import first_per_group
+
+        keep = first_per_group(embeddings["group"])
+        queries = len(examples["query_images"])
+        similarity = embeddings["image"][:queries] @ embeddings["text"][keep].T
+        top = similarity.topk(min(3, len(keep)), dim=1).indices
+        retrieved = [
+            [
+                (examples["texts"][int(keep[j])], bool(embeddings["group"][keep[j]] == embeddings["group"][q]))
+                for j in row
+            ]
+            for q, row in enumerate(top.tolist())
+        ]
+        return plots.retrieval_examples_figure(examples["query_images"], examples["texts"][:queries], retrieved)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -54,7 +55,8 @@ def test_all_views_every_item_accounted_for(tree, tmp_path, image_format: str) -
     assert "no such file" in reasons[planted["missing"][0]]
     assert all("mimic-cxr-reports.zip" in reasons[d] for d in planted["missing_report"])
     for kind in ("truncated", "empty", "not_an_image"):
-        assert reasons[planted[kind][0]], kind
+        # A clear InvalidInputError from the loader; the runner prefixes unexpected crashes with their type.
+        assert not re.match(r"^\w+(Error|Exception):", reasons[planted[kind][0]]), reasons[planted[kind][0]]
     assert quarantine["path"].str.endswith(f".{image_format}").all()
     assert manifest["image"].str.endswith(f".{image_format}").all()
     assert manifest["image"].map(lambda p: Path(p).is_absolute() and Path(p).is_file()).all()
@@ -104,8 +106,7 @@ def test_last_paragraph_fallback_reaches_the_manifest(tmp_path) -> None:
     assert rows["impression"].isna().all()
 
 
-def test_negbio_labels_and_dicom_only_tree(tree, tmp_path) -> None:
-    root, _ = tree
+def test_negbio_labels_and_dicom_only_tree(tmp_path) -> None:
     dicom_only = tmp_path / "dicom"
     generate_mimic_cxr(dicom_only, n_subjects=5, seed=9, image_size=32, jpg=False, dicom=True, workers=1)
     manifest, quarantine, _ = _run(dicom_only, tmp_path / "d.csv", labels="negbio")  # image_format=auto finds .dcm
@@ -138,7 +139,7 @@ def test_missing_or_malformed_index_files(tmp_path) -> None:
     generate_mimic_cxr(tmp_path, n_subjects=3, seed=0, image_size=24, workers=1)
     adapter = get_adapter("mimic-cxr")
     (tmp_path / "mimic-cxr-2.0.0-chexpert.csv").unlink()
-    with pytest.raises(InvalidInputError, match="mimic-cxr-2.0.0-chexpert.csv") as info:
+    with pytest.raises(InvalidInputError, match=r"mimic-cxr-2\.0\.0-chexpert\.csv") as info:
         adapter(tmp_path).discover()
     assert "MIMIC-CXR-JPG" in info.value.reason
     metadata = pd.read_csv(tmp_path / "mimic-cxr-2.0.0-metadata.csv")

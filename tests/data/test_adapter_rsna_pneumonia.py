@@ -12,7 +12,7 @@ import pydicom
 import pytest
 from PIL import Image
 
-from medcl.data.adapters.chexpert import hash_split
+from medcl.data.adapters.common import hash_split
 from medcl.data.manifest import read_manifest
 from medcl.data.prepare import prepare
 from medcl.data.synthetic.cxr_downstream import generate_rsna_pneumonia

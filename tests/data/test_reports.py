@@ -45,7 +45,9 @@ def test_official_example_sections() -> None:
     assert sections["technique"] == "Chest PA and lateral"
     assert sections["comparison"] == "___"
     # Wrapped lines are joined with single spaces; sentences are intact across the line breaks.
-    assert sections["findings"].startswith("Cardiac size cannot be evaluated. Large left pleural effusion is new. Small")
+    assert sections["findings"].startswith(
+        "Cardiac size cannot be evaluated. Large left pleural effusion is new. Small"
+    )
     assert "Small right effusion is new." in sections["findings"]
     assert sections["findings"].endswith("mild degenerative changes in the thoracic spine")
     assert sections["impression"] == "Large left pleural effusion"
@@ -156,7 +158,7 @@ def test_lowercase_colon_text_is_not_a_header() -> None:
 
 
 def test_read_report_errors(tmp_path) -> None:
-    with pytest.raises(InvalidInputError, match="mimic-cxr-reports.zip") as info:
+    with pytest.raises(InvalidInputError, match=r"mimic-cxr-reports\.zip") as info:
         read_report(tmp_path / "s50000000.txt")
     assert info.value.path == str(tmp_path / "s50000000.txt")
     empty = tmp_path / "s50000001.txt"

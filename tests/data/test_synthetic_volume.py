@@ -122,6 +122,8 @@ def test_msd_brain_tumour_is_4d_multichannel(tmp_path):
     assert flair[label == 1].mean() > 1.5 * flair[(label == 0) & (flair > 0)].mean()  # oedema bright on FLAIR
     with pytest.raises(ValueError, match="unsupported MSD task"):
         V.generate_msd(tmp_path, task="Task42_Nothing")
+    with pytest.raises(ValueError, match="four_d=True does not apply"):
+        V.generate_msd(tmp_path, task="Task09_Spleen", four_d=True)
 
 
 def test_btcv_layouts(tmp_path):

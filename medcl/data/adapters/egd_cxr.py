@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from medcl.data import gaze
-from medcl.data.adapters.chexpert import find_csv, read_csv, stored_shape
+from medcl.data.adapters.common import find_csv, read_csv, stored_shape
 from medcl.data.manifest import CHEXPERT_LABELS
 from medcl.data.prepare import DatasetAdapter, WorkItem, register_adapter
 from medcl.errors import ConfigError, InvalidInputError

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from medcl.data.adapters.common import find_csv, read_csv
 from medcl.data.image_io import load_image
 from medcl.data.manifest import CHEXPERT_LABELS, normalize_split
 from medcl.data.prepare import DatasetAdapter, WorkItem, register_adapter
@@ -37,24 +38,10 @@ IMAGE_FORMATS = ("jpg", "dcm", "dcm.gz")
 _CSV_HINT = "it comes with MIMIC-CXR-JPG (https://physionet.org/content/mimic-cxr-jpg/); put it in the dataset root"
 
 
-def find_table(root: Path, stem: str) -> Path:
-    """``<stem>.csv`` or ``<stem>.csv.gz`` in ``root``; InvalidInputError when neither exists."""
-    for name in (f"{stem}.csv", f"{stem}.csv.gz"):
-        if (root / name).is_file():
-            return root / name
-    raise InvalidInputError(root / f"{stem}.csv(.gz)", f"not found; {_CSV_HINT}")
-
-
 def read_table(root: Path, stem: str, columns: tuple[str, ...]) -> pd.DataFrame:
     """Read an index CSV by column name; ids stay exact (dicom_id string, subject/study integers)."""
-    path = find_table(root, stem)
-    try:
-        frame = pd.read_csv(path, dtype={"dicom_id": str, "ViewPosition": str}, keep_default_na=True)
-    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as err:
-        raise InvalidInputError(path, f"cannot be parsed as CSV ({err})") from err
-    missing = [c for c in columns if c not in frame.columns]
-    if missing:
-        raise InvalidInputError(path, f"lacks column(s) {missing}; found {list(frame.columns)}")
+    path = find_csv(root, stem, _CSV_HINT)
+    frame = read_csv(path, columns, dtype={"dicom_id": str, "ViewPosition": str}, keep_default_na=True)
     for column in ("subject_id", "study_id"):
         if column in columns:
             ids = pd.to_numeric(frame[column], errors="coerce")
@@ -130,7 +117,7 @@ class MimicCxrAdapter(DatasetAdapter):
         split = read_table(self.root, SPLIT_STEM, ("dicom_id", "study_id", "subject_id", "split"))
         labels = read_table(self.root, LABEL_STEMS[self.labels], ("subject_id", "study_id", *CHEXPERT_LABELS))
         if labels["study_id"].duplicated().any():
-            raise InvalidInputError(find_table(self.root, LABEL_STEMS[self.labels]), "a study_id appears twice")
+            raise InvalidInputError(find_csv(self.root, LABEL_STEMS[self.labels]), "a study_id appears twice")
         metadata["ViewPosition"] = metadata["ViewPosition"].fillna("").str.strip()
         if self.views == "frontal":
             kept = metadata["ViewPosition"].isin(FRONTAL_VIEWS)

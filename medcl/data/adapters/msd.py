@@ -190,7 +190,8 @@ def _check_label(label_path: str | Path, image: nib.Nifti1Image, allowed: Iterab
     if verify == "full":
         values = np.unique(load_values(label_path))
         if allowed is not None:
-            unexpected = sorted(set(values.tolist()) - {float(v) for v in allowed})
+            declared = {float(v) for v in allowed}
+            unexpected = [int(v) if float(v).is_integer() else float(v) for v in values if float(v) not in declared]
             if unexpected:
                 raise InvalidInputError(
                     label_path, f"unexpected label values {unexpected[:10]}; declared {sorted(allowed)}"

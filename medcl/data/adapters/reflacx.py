@@ -24,7 +24,7 @@ import numpy as np
 import pandas as pd
 
 from medcl.data import gaze
-from medcl.data.adapters.chexpert import find_csv, read_csv, stored_shape
+from medcl.data.adapters.common import find_csv, read_csv, stored_shape
 from medcl.data.adapters.egd_cxr import IDS, MimicGazeAdapter
 from medcl.data.manifest import CHEXPERT_LABELS
 from medcl.data.prepare import WorkItem, register_adapter

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from medcl.data.adapters.chexpert import find_csv, hash_split, parse_fractions, read_csv, stored_shape
+from medcl.data.adapters.common import find_csv, hash_split, parse_fractions, read_csv, stored_shape
 from medcl.data.prepare import DatasetAdapter, WorkItem, register_adapter
 from medcl.errors import InvalidInputError
 

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import pydicom
 
-from medcl.data.adapters.chexpert import find_csv, hash_split, parse_fractions, read_csv, stored_shape
+from medcl.data.adapters.common import find_csv, hash_split, parse_fractions, read_csv, stored_shape
 from medcl.data.adapters.rsna_pneumonia import save_mask
 from medcl.data.prepare import DatasetAdapter, WorkItem, register_adapter
 from medcl.errors import InvalidInputError

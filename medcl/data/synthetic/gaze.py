@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from medcl.data.adapters.chexpert import find_csv
+from medcl.data.adapters.common import find_csv
 from medcl.data.manifest import CHEXPERT_LABELS
 from medcl.errors import InvalidInputError
 

@@ -70,14 +70,28 @@ def _cylinder(grid: Grid, center: Sequence[float], radii: Sequence[float], w_ran
     return (du * du + dv * dv <= 1.0) & (grid[2] >= w_range[0]) & (grid[2] <= w_range[1])
 
 
-def _case_geometry(
+@dataclass(frozen=True)
+class CaseGrid:
+    """Where one case lives: grid shape, spacing, stored orientation and a scanner-table offset of the origin."""
+
+    shape: Shape3
+    spacing: Spacing3
+    orientation: str
+    shift: tuple[float, float, float]
+
+    def save(self, array: np.ndarray, path: Path, dtype: Any = None) -> Path:
+        """Write ``array`` (canonical RAS layout) on this grid; image and labels of a case share it exactly."""
+        return _save(to_nifti(array, self.spacing, self.orientation, dtype=dtype, origin_shift=self.shift), path)
+
+
+def _case_grid(
     rng: np.random.Generator,
     index: int,
     shape: Sequence[int],
     spacing: Sequence[float],
     orientations: Sequence[str],
     vary_spacing: bool,
-) -> tuple[Shape3, Spacing3, str]:
+) -> CaseGrid:
     """Per-case grid: orientation cycles over ``orientations``; spacing varies at a constant field of view."""
     spacing_case = np.asarray(spacing, dtype=np.float64)
     if vary_spacing:
@@ -85,8 +99,13 @@ def _case_geometry(
         spacing_case = spacing_case * np.array([in_plane, in_plane, rng.choice([0.8, 1.0, 1.25, 1.5])])
     fov = np.asarray(shape, dtype=np.float64) * np.asarray(spacing, dtype=np.float64)
     shape_case = tuple(int(max(8, round(f / s))) for f, s in zip(fov, spacing_case))
-    spacing_case = tuple(float(round(s, 4)) for s in spacing_case)
-    return shape_case, spacing_case, orientations[index % len(orientations)]  # type: ignore[return-value]
+    shift = tuple(float(x) for x in rng.normal(0.0, 20.0, 3))
+    return CaseGrid(
+        shape_case,  # type: ignore[arg-type]
+        tuple(float(round(s, 4)) for s in spacing_case),  # type: ignore[arg-type]
+        orientations[index % len(orientations)],
+        shift,  # type: ignore[arg-type]
+    )
 
 
 def to_nifti(
@@ -504,25 +523,19 @@ def generate_msd(
     def write_case(number: int, with_label: bool) -> None:
         rng = _rng(seed, 3, number)
         # Brain MRI in MSD comes co-registered at a fixed spacing (BraTS pipeline): only CT spacing varies.
-        vary = vary_spacing and not brain
-        case_shape, case_spacing, orientation = _case_geometry(rng, number, shape, spacing, orientations, vary)
-        shift = rng.normal(0.0, 20.0, 3)
+        grid = _case_grid(rng, number, shape, spacing, orientations, vary_spacing and not brain)
         if brain:
-            image, seg = brain_phantom(case_shape, rng)
+            image, seg = brain_phantom(grid.shape, rng)
             label = _BRATS_TO_MSD[seg]
         else:
-            phantom = ct_phantom(case_shape, rng, lesion_organ=spec.lesion_organ)
+            phantom = ct_phantom(grid.shape, rng, lesion_organ=spec.lesion_organ)
             image = phantom.hu
             label = phantom.label_map({spec.target: 1}) if spec.target else np.zeros_like(phantom.parts)
             if phantom.lesion is not None:
                 label[phantom.lesion] = 2
-        folder = "imagesTr" if with_label else "imagesTs"
-        written = [
-            _save(to_nifti(image, case_spacing, orientation, origin_shift=shift), task_dir / folder / name(number))
-        ]
+        written = [grid.save(image, task_dir / ("imagesTr" if with_label else "imagesTs") / name(number))]
         if with_label:
-            label_img = to_nifti(label, case_spacing, orientation, dtype=np.uint8, origin_shift=shift)
-            written.append(_save(label_img, task_dir / "labelsTr" / name(number)))
+            written.append(grid.save(label, task_dir / "labelsTr" / name(number), np.uint8))
         if junk:
             for path in written:
                 write_appledouble(path)
@@ -600,14 +613,11 @@ def generate_btcv(
 
     for number in [*train_numbers, *test_numbers]:
         rng = _rng(seed, 4, number)
-        case_shape, case_spacing, orientation = _case_geometry(rng, number, shape, spacing, orientations, vary_spacing)
-        shift = rng.normal(0.0, 20.0, 3)
-        phantom = ct_phantom(case_shape, rng)
-        folder = image_dir if number in train_numbers else test_dir
-        _save(to_nifti(phantom.hu, case_spacing, orientation, origin_shift=shift), folder / f"img{number:04d}.nii.gz")
+        grid = _case_grid(rng, number, shape, spacing, orientations, vary_spacing)
+        phantom = ct_phantom(grid.shape, rng)
+        grid.save(phantom.hu, (image_dir if number in train_numbers else test_dir) / f"img{number:04d}.nii.gz")
         if number in train_numbers:
-            label = to_nifti(phantom.btcv_label(), case_spacing, orientation, dtype=np.uint8, origin_shift=shift)
-            _save(label, label_dir / f"label{number:04d}.nii.gz")
+            grid.save(phantom.btcv_label(), label_dir / f"label{number:04d}.nii.gz", np.uint8)
 
     if layout == "swinunetr":
 
@@ -705,17 +715,14 @@ def generate_totalsegmentator(
     for number, split in zip(numbers, splits):
         rng = _rng(seed, 9, number)
         case = f"s{number:04d}"
-        case_shape, case_spacing, orientation = _case_geometry(rng, number, shape, spacing, orientations, vary_spacing)
-        shift = rng.normal(0.0, 20.0, 3)
-        phantom = ct_phantom(case_shape, rng)
-        _save(to_nifti(phantom.hu, case_spacing, orientation, origin_shift=shift), root / case / "ct.nii.gz")
+        grid = _case_grid(rng, number, shape, spacing, orientations, vary_spacing)
+        phantom = ct_phantom(grid.shape, rng)
+        grid.save(phantom.hu, root / case / "ct.nii.gz")
         for structure in CT_STRUCTURES:
             mask = phantom.parts == CT_STRUCTURE_INDEX[structure.name]
-            mask_img = to_nifti(mask, case_spacing, orientation, dtype=np.uint8, origin_shift=shift)
-            _save(mask_img, root / case / "segmentations" / f"{structure.name}.nii.gz")
+            grid.save(mask, root / case / "segmentations" / f"{structure.name}.nii.gz", np.uint8)
         for name in empty_classes:
-            empty = to_nifti(np.zeros(case_shape, np.uint8), case_spacing, orientation, origin_shift=shift)
-            _save(empty, root / case / "segmentations" / f"{name}.nii.gz")
+            grid.save(np.zeros(grid.shape, np.uint8), root / case / "segmentations" / f"{name}.nii.gz")
         age = int(rng.integers(20, 90))
         gender = rng.choice(["m", "f"])
         institute = rng.choice(list("ABCDEFGH"))

@@ -1,0 +1,163 @@
+"""Report-generation data: one item per study with its views, the latest prior study and the context prompt.
+
+Built on :class:`medcl.data.cxr.CXRDataModule` (same manifest, preparation, transforms and report-text choice); a
+batch is::
+
+    images     (B, V, 1, S, S)  anchor view, other views of the study, then the latest prior study's anchor view
+    view_mask  (B, V) bool       False where a slot is padding (single-view study, first study of a patient)
+    view_role  (B, V) int64      0 anchor, 1 other current view, 2 prior study (ROLES in report_generator)
+    text       list[str]         target report (findings, else impression)
+    context    list[str]         "[INDICATION] ... [FINDINGS] <prior report>" with [NHI]/[NHPR] when missing
+    study_id, image_id           list[str]
+    labels, label_mask           (B, 14) as in CXRDataModule
+
+Also here: the per-organ structured-report format (CoGaze's SRRG style, ``Organ:- item- item``) and its inverse.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from monai.data import Dataset
+from torch.utils.data import DataLoader, default_collate
+
+from medcl.data.cxr import CXRDataModule, _text, cxr_transforms
+from medcl.data.manifest import CHEXPERT_LABELS, binarize_labels
+from medcl.models.report_generator import ROLES, context_prompt
+
+FRONTAL = ("PA", "AP")
+ORGAN_SECTIONS = (
+    "Lungs and Airways",
+    "Pleura",
+    "Cardiovascular",
+    "Hila and Mediastinum",
+    "Tubes, Catheters, and Support Devices",
+    "Musculoskeletal and Chest Wall",
+    "Abdominal",
+)
+# First matching organ wins, so specific anatomy is tested before the lungs (the default).
+_ORGAN_WORDS = (
+    ("Tubes, Catheters, and Support Devices",
+     r"\btubes?\b|catheter|\bpicc\b|\blines?\b(?! of)|pacemaker|pacer|\bleads?\b|device|\bport\b|stent|\bwires?\b"),
+    ("Pleura", r"pleura|effusion|pneumothora|costophrenic|hydrothorax"),
+    ("Hila and Mediastinum", r"mediastin|\bhila|hilum|trachea|paratracheal"),
+    ("Cardiovascular", r"\bheart\b|cardiac|cardiomegaly|aort|pericardi|vascular|\bsvc\b|atri|ventric"),
+    ("Musculoskeletal and Chest Wall", r"fracture|\bribs?\b|osseous|spine|\bbone|shoulder|clavic|scoliosis|chest wall"),
+    ("Abdominal", r"abdom|bowel|subdiaphragmatic|free air|stomach|liver|spleen|gastric|colon"),
+)  # fmt: skip
+_ORGAN_HEADER = re.compile("(" + "|".join(re.escape(o) for o in (*ORGAN_SECTIONS, "Other")) + r"):-\s*")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9_])")
+
+
+def organ_of(sentence: str) -> str:
+    lower = sentence.lower()
+    return next((organ for organ, words in _ORGAN_WORDS if re.search(words, lower)), ORGAN_SECTIONS[0])
+
+
+def structure_report(text: str) -> str:
+    """Free text -> ``Lungs and Airways:- s1- s2Pleura:- s3`` with sections in :data:`ORGAN_SECTIONS` order."""
+    groups: dict[str, list[str]] = {}
+    for sentence in _SENTENCE.split(" ".join(text.split())):
+        if sentence.strip():
+            groups.setdefault(organ_of(sentence), []).append(sentence.strip())
+    return "".join(f"{organ}:- " + "- ".join(groups[organ]) for organ in ORGAN_SECTIONS if organ in groups)
+
+
+def flatten_structured_report(text: str) -> str:
+    """Structured report -> plain sentences (headers and item dashes removed), as scored by CoGaze."""
+    parts = [p for p in _ORGAN_HEADER.split(text) if p and p not in (*ORGAN_SECTIONS, "Other")]
+    items = [item.strip() for part in parts for item in re.split(r"(?:^|(?<=[.!?]))\s*-\s+", part)]
+    return " ".join(item for item in items if item)
+
+
+class ViewStack:
+    """Loads and transforms every view of an item with the CXR pipeline and stacks them to ``(V, 1, S, S)``."""
+
+    def __init__(self, image_size: int, train: bool, slots: int) -> None:
+        self.transform = cxr_transforms(image_size, train)
+        self.image_size = image_size
+        self.slots = slots
+
+    def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in record.items() if k not in ("views", "roles")}
+        blank = torch.zeros(1, self.image_size, self.image_size)
+        images = [self.transform({"image": path})["image"] for path in record["views"]]
+        count = len(images)
+        out["images"] = torch.stack(images + [blank] * (self.slots - count))
+        out["view_mask"] = torch.arange(self.slots) < count
+        out["view_role"] = torch.tensor(list(record["roles"]) + [0] * (self.slots - count), dtype=torch.long)
+        return out
+
+
+class ReportDataModule(CXRDataModule):
+    """Per-study report-generation items from a CXR manifest.
+
+    Args (beyond :class:`CXRDataModule`'s):
+        max_views: current-study views per item (anchor first: a frontal view when there is one).
+        use_prior: add the latest earlier study of the same patient (its anchor image and report as context).
+        max_items: cap items per split (quick runs); None keeps all.
+    """
+
+    def __init__(self, manifest: str, max_views: int = 2, use_prior: bool = True, max_items: int | None = None,
+                 **kwargs: Any) -> None:  # fmt: skip
+        kwargs.setdefault("cache", "none")
+        super().__init__(manifest, **kwargs)
+        self.save_hyperparameters()
+
+    @property
+    def slots(self) -> int:
+        return self.hparams.max_views + int(self.hparams.use_prior)
+
+    def records(self, split: str) -> list[dict[str, Any]]:
+        frame = self.frames.get(split)
+        if frame is None or frame.empty:
+            raise ValueError(f"{self.manifest}: no usable rows in split {split!r}")
+        label_columns = [c for c in CHEXPERT_LABELS if c in frame.columns]
+        frame = frame.assign(_frontal=~frame.get("view", pd.Series("", index=frame.index)).isin(FRONTAL))
+        order = [c for c in ("subject_id", "study_date", "study_time", "study_id") if c in frame.columns]
+        studies = [group.sort_values(["_frontal", "image_id"]) for _, group in frame.groupby("study_id", sort=False)]
+        studies.sort(key=lambda g: tuple(str(g.iloc[0][c]) for c in order))
+        records, previous = [], {}
+        for study in studies:
+            anchor = study.iloc[0]
+            subject = str(anchor["subject_id"])
+            prior = previous.get(subject)
+            views = list(study["image"][: self.hparams.max_views])
+            roles = [ROLES["current"]] + [ROLES["other_view"]] * (len(views) - 1)
+            if self.hparams.use_prior and prior is not None:
+                views.append(prior["image"])
+                roles.append(ROLES["prior"])
+            codes = anchor[label_columns].to_numpy(dtype=np.float64)[None] if label_columns else np.zeros((1, 0))
+            targets, masks = binarize_labels(codes, self.hparams.uncertain)
+            records.append({
+                "views": views, "roles": roles, "text": anchor["text"],
+                "context": context_prompt(_text(anchor.get("indication")), prior["text"] if prior is not None else "",
+                                          _text(anchor.get("history"))),
+                "study_id": str(anchor["study_id"]), "image_id": str(anchor["image_id"]),
+                "labels": torch.from_numpy(targets[0]), "label_mask": torch.from_numpy(masks[0]),
+            })  # fmt: skip
+            previous[subject] = anchor
+        if self.hparams.max_items:
+            records = records[: self.hparams.max_items]
+        return records
+
+    def dataset(self, split: str, train: bool) -> Dataset:
+        key = (split, train)
+        if key not in self._datasets:
+            self._datasets[key] = Dataset(self.records(split), ViewStack(self.hparams.image_size, train, self.slots))
+        return self._datasets[key]
+
+    def loader(self, split: str, train: bool) -> DataLoader:
+        return DataLoader(
+            self.dataset(split, train),
+            batch_size=self.hparams.batch_size,
+            shuffle=train,
+            drop_last=False,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            collate_fn=default_collate,
+        )

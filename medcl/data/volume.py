@@ -1,0 +1,709 @@
+"""3D data: volume manifests -> MONAI dictionary pipelines for VoCo, two-view SSL, slice contrast and segmentation.
+
+Every pipeline is ``deterministic preprocessing`` (load, RAS orientation, spacing, HU window / z-score, foreground
+crop, resize, label selection) followed by ``random sampling``: MONAI caches the first part (``cache="memory"``:
+RAM, ``"disk"``: :func:`medcl.data.cache.persistent_dataset` keyed on the transform parameters) and recomputes the
+second every step, so VoCo crops, SSL views and segmentation patches are new each epoch while NIfTI decoding and
+resampling happen once.
+
+Batches:
+
+* :class:`VoCoDataModule`: ``crops`` (B, R, C, r, r, r), ``bases`` (B, K, C, r, r, r), ``overlap`` (B, R, K) with
+  rows summing to 1 (the in-plane fraction of crop r inside base cell k);
+* :class:`VolumeViewsDataModule`: ``view1``, ``view2`` (B, C, r, r, r), two augmented crops of one region;
+* :class:`SliceContrastDataModule`: ``view1``, ``view2`` (B, P, C', S, S) slices, one per partition along z, with
+  ``partition`` (B, P) (Chaitanya et al.; C' = 2k + 1 channels for 2.5D);
+* :class:`SegmentationDataModule`: ``image`` (B, C, ...), ``label`` (B, 1, ...) integer-valued; patches from
+  ``RandCropByPosNegLabeld`` in training, whole volumes (batch 1) for sliding-window validation.
+
+Manifests come from ``medcl data prepare msd|btcv|...`` (columns ``image``, ``label``, ``split``, ...); with
+``synthetic`` set and no manifest, ``prepare_data`` writes a synthetic dataset (:mod:`medcl.data.synthetic.volume`)
+and runs its adapter, so configs run on a fresh checkout.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from lightning.pytorch import LightningDataModule
+from monai import transforms as mt
+from monai.config import KeysCollection
+from monai.data import DataLoader, Dataset, list_data_collate
+
+from medcl.data.cache import in_memory_dataset, persistent_dataset
+from medcl.data.manifest import read_manifest
+from medcl.data.transforms import cxr_transforms, load_transforms
+from medcl.errors import ConfigError, InvalidInputError
+
+log = logging.getLogger(__name__)
+
+CACHE_MODES = ("memory", "disk", "none")
+SYNTHETIC_KINDS = ("msd", "btcv")
+
+
+# -- deterministic preprocessing ----------------------------------------------------------------------------------
+class SelectLabelsd(mt.MapTransform):
+    """Keep label values ``values`` as 1..n (in that order) and set every other value to 0.
+
+    MONAI's MapLabelValued leaves unlisted values unchanged; a subset of BTCV's 13 organs needs the rest to be
+    background.
+    """
+
+    def __init__(self, keys: KeysCollection, values: Sequence[int]) -> None:
+        super().__init__(keys)
+        self.values = [int(v) for v in values]
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            label = d[key]
+            out = torch.zeros_like(label) if isinstance(label, torch.Tensor) else np.zeros_like(label)
+            for index, value in enumerate(self.values, start=1):
+                out[label == value] = index
+            d[key] = out
+        return d
+
+
+def volume_preprocessing(
+    *,
+    label_key: str | None = None,
+    pixdim: Sequence[float] | None = (1.5, 1.5, 2.0),
+    intensity_range: Sequence[float] | None = (-175.0, 250.0),
+    crop_foreground: float | None = None,
+    spatial_size: Sequence[int] | None = None,
+    label_values: Sequence[int] | None = None,
+) -> list[mt.Transform]:
+    """The cacheable part: load (medcl's reader), RAS, resample to ``pixdim`` (None: keep), clip-scale the CT window
+    ``intensity_range`` to [0, 1] (None: z-score over non-zero voxels, for MR), crop to voxels > ``crop_foreground``
+    (VoCo's 0.3 on the scaled image), resize to ``spatial_size`` (-1 keeps an axis), keep ``label_values``."""
+    keys = ["image"] + ([label_key] if label_key else [])
+    modes = ["bilinear"] + (["nearest"] if label_key else [])
+    steps: list[mt.Transform] = list(load_transforms("image", mask_keys=[label_key] if label_key else []))
+    steps.append(mt.Orientationd(keys=keys, axcodes="RAS"))
+    if pixdim is not None:
+        steps.append(mt.Spacingd(keys=keys, pixdim=tuple(pixdim), mode=modes))
+    if intensity_range is None:
+        steps.append(mt.NormalizeIntensityd(keys="image", nonzero=True))
+    else:
+        low, high = (float(v) for v in intensity_range)
+        steps.append(mt.ScaleIntensityRanged(keys="image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
+    if crop_foreground is not None:
+        threshold = float(crop_foreground)
+        steps.append(
+            mt.CropForegroundd(
+                keys=keys, source_key="image", select_fn=_Above(threshold), margin=2, allow_smaller=True,
+                start_coord_key=None, end_coord_key=None,
+            )
+        )
+    if spatial_size is not None:
+        steps.append(
+            mt.Resized(
+                keys=keys,
+                spatial_size=tuple(spatial_size),
+                mode=["trilinear", "nearest"][: len(keys)],
+                anti_aliasing=[True, False][: len(keys)],
+            )
+        )
+    if label_key and label_values:
+        steps.append(SelectLabelsd(keys=label_key, values=label_values))
+    steps.append(mt.EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False))
+    return steps
+
+
+class _Above:
+    """Picklable foreground selector (lambdas break worker processes and cache fingerprints)."""
+
+    def __init__(self, threshold: float) -> None:
+        self.threshold = threshold
+
+    def __call__(self, image: Any) -> Any:
+        return image > self.threshold
+
+
+# -- random sampling ------------------------------------------------------------------------------------------
+def crop_augmentation(flip_prob: float = 0.2, rotate_prob: float = 0.2, shift_prob: float = 0.1) -> mt.Compose:
+    """VoCo's per-crop augmentation: flips on 3 axes, in-plane 90-degree rotations, intensity shift."""
+    return mt.Compose(
+        [
+            mt.RandFlip(prob=flip_prob, spatial_axis=0),
+            mt.RandFlip(prob=flip_prob, spatial_axis=1),
+            mt.RandFlip(prob=flip_prob, spatial_axis=2),
+            mt.RandRotate90(prob=rotate_prob, max_k=3, spatial_axes=(0, 1)),
+            mt.RandShiftIntensity(offsets=0.1, prob=shift_prob),
+        ]
+    )
+
+
+def overlap_labels(starts: np.ndarray, base_size: int, grid: Sequence[int]) -> np.ndarray:
+    """(R, gx * gy) fraction of each crop's in-plane area inside each base cell, row-major over (i, j).
+
+    ``starts`` (R, 2) are the crops' x, y start indices; crops and cells are ``base_size`` square, so a crop inside
+    the grid has labels summing to 1.
+    """
+    gx, gy = grid
+    cells = np.arange(max(gx, gy)) * base_size
+    ox = np.clip(np.minimum(starts[:, :1] + base_size, cells[None, :gx] + base_size) - np.maximum(starts[:, :1], cells[None, :gx]), 0, None)  # fmt: skip
+    oy = np.clip(np.minimum(starts[:, 1:] + base_size, cells[None, :gy] + base_size) - np.maximum(starts[:, 1:], cells[None, :gy]), 0, None)  # fmt: skip
+    return (ox[:, :, None] * oy[:, None, :]).reshape(len(starts), gx * gy).astype(np.float32) / base_size**2
+
+
+class VoCoCropsd(mt.Randomizable, mt.MapTransform):
+    """VoCo crops of a preprocessed volume (C, X, Y, Z) with X = gx * base_size and Y = gy * base_size.
+
+    Bases: the gx x gy in-plane grid of ``base_size`` squares, each spanning ``base_size`` voxels of depth around
+    the middle slice. Random crops: ``num_crops`` squares of the same size at uniformly drawn in-plane positions
+    inside the grid, same depth. Every crop is resized to ``roi_size``^3 (when different) and augmented
+    independently. Writes ``crops`` (R, C, r, r, r), ``bases`` (K, C, r, r, r) and ``overlap`` (R, K) and drops
+    the volume.
+    """
+
+    def __init__(
+        self,
+        keys: KeysCollection = "image",
+        grid: Sequence[int] = (4, 4),
+        base_size: int = 96,
+        roi_size: int = 64,
+        num_crops: int = 2,
+        augment: bool = True,
+    ) -> None:
+        super().__init__(keys)
+        if len(grid) != 2 or min(grid) < 1 or grid[0] * grid[1] < 2:
+            raise ConfigError(f"VoCo grid must be two sizes with at least 2 cells, got {list(grid)}")
+        if base_size < 2 or roi_size < 2 or num_crops < 1:
+            raise ConfigError("VoCo needs base_size >= 2, roi_size >= 2 and num_crops >= 1")
+        self.grid = tuple(int(g) for g in grid)
+        self.base_size, self.roi_size, self.num_crops = int(base_size), int(roi_size), int(num_crops)
+        self.augment = crop_augmentation() if augment else None
+        self.resize = mt.Resize(spatial_size=(self.roi_size,) * 3, mode="area")
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> VoCoCropsd:
+        super().set_random_state(seed, state)
+        if self.augment is not None:
+            self.augment.set_random_state(seed=int(self.R.randint(2**31)))
+        return self
+
+    def randomize(self, data: Any = None) -> np.ndarray:
+        gx, gy = self.grid
+        high = np.array([gx, gy]) * self.base_size - self.base_size
+        return np.floor(self.R.uniform(0, 1, size=(self.num_crops, 2)) * (high + 1)).astype(np.int64)
+
+    def _crop(self, volume: torch.Tensor, x: int, y: int) -> torch.Tensor:
+        b = self.base_size
+        depth = volume.shape[3]
+        z0 = max(0, (depth - b) // 2)
+        crop = volume[:, x : x + b, y : y + b, z0 : z0 + b]
+        if crop.shape[1:] != (self.roi_size,) * 3:
+            crop = self.resize(crop)
+        if self.augment is not None:
+            crop = self.augment(crop)
+        return torch.as_tensor(crop, dtype=torch.float32)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        key = self.first_key(d)
+        volume = torch.as_tensor(d.pop(key))
+        gx, gy = self.grid
+        b = self.base_size
+        if volume.ndim != 4 or volume.shape[1] < gx * b or volume.shape[2] < gy * b:
+            raise InvalidInputError(
+                None,
+                f"VoCo needs a (C, X, Y, Z) volume with X >= {gx * b} and Y >= {gy * b}, got {tuple(volume.shape)}; "
+                "set the datamodule's spatial_size to (grid_x * base_size, grid_y * base_size, depth)",
+            )
+        starts = self.randomize()
+        bases = [self._crop(volume, i * b, j * b) for i in range(gx) for j in range(gy)]
+        crops = [self._crop(volume, int(x), int(y)) for x, y in starts]
+        d["bases"] = torch.stack(bases)
+        d["crops"] = torch.stack(crops)
+        d["overlap"] = torch.from_numpy(overlap_labels(starts, b, self.grid))
+        return d
+
+
+def view_augmentation(spatial_dims: int = 3) -> mt.Compose:
+    """SimCLR-style augmentation of one 3D crop: flips, in-plane rotation, intensity scale/shift, contrast, noise."""
+    return mt.Compose(
+        [
+            *(mt.RandFlip(prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)),
+            mt.RandRotate90(prob=0.5, max_k=3, spatial_axes=(0, 1)),
+            mt.RandScaleIntensity(factors=0.2, prob=0.8),
+            mt.RandShiftIntensity(offsets=0.1, prob=0.8),
+            mt.RandAdjustContrast(prob=0.5, gamma=(0.7, 1.5)),
+            mt.RandGaussianNoise(prob=0.3, std=0.03),
+        ]
+    )
+
+
+class TwoViewsd(mt.Randomizable, mt.MapTransform):
+    """Two augmented ``roi_size`` crops from one random ``context_size`` region of the volume: ``view1``, ``view2``.
+
+    Cropping both views inside one region keeps them overlapping (semantic positives), as in SimCLR's crops; the
+    volume is padded when smaller than the region.
+    """
+
+    def __init__(self, keys: KeysCollection, roi_size: Sequence[int], context_size: Sequence[int]) -> None:
+        super().__init__(keys)
+        self.roi_size = tuple(int(r) for r in roi_size)
+        self.context_size = tuple(max(int(c), r) for c, r in zip(context_size, self.roi_size))
+        self.pad = mt.SpatialPad(spatial_size=self.context_size)
+        self.context = mt.RandSpatialCrop(roi_size=self.context_size, random_size=False)
+        self.crop = mt.RandSpatialCrop(roi_size=self.roi_size, random_size=False)
+        self.augment = view_augmentation(len(self.roi_size))
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> TwoViewsd:
+        super().set_random_state(seed, state)
+        for transform in (self.context, self.crop, self.augment):
+            transform.set_random_state(seed=int(self.R.randint(2**31)))
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        return None
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        region = self.context(self.pad(d.pop(self.first_key(d))))
+        for name in ("view1", "view2"):
+            d[name] = torch.as_tensor(self.augment(self.crop(region)), dtype=torch.float32)
+        return d
+
+
+class PartitionSlicesd(mt.Randomizable, mt.MapTransform):
+    """Chaitanya et al.'s sampling: split the volume (C, X, Y, Z) into ``partitions`` along z, draw one slice per
+    partition and make two views of each.
+
+    ``context`` > 0 stacks the 2k + 1 neighbouring slices as channels (2.5D; edges are clamped). With
+    ``spatial_augment`` the views also get a random crop-and-resize (global stage); without it only intensity
+    changes, so regions stay aligned between the views (local stage). Writes ``view1``/``view2`` (P, C', X, Y) and
+    ``partition`` (P,).
+    """
+
+    def __init__(
+        self, keys: KeysCollection, partitions: int = 4, context: int = 0, spatial_augment: bool = True
+    ) -> None:
+        super().__init__(keys)
+        if partitions < 1 or context < 0:
+            raise ConfigError(f"partitions must be >= 1 and context >= 0, got {partitions}, {context}")
+        self.partitions, self.context, self.spatial_augment = partitions, context, spatial_augment
+        self.intensity = mt.Compose(
+            [
+                mt.RandScaleIntensity(factors=0.3, prob=0.8),
+                mt.RandShiftIntensity(offsets=0.2, prob=0.8),
+                mt.RandAdjustContrast(prob=0.5, gamma=(0.7, 1.5)),
+            ]
+        )
+        self.spatial: mt.Compose | None = None
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> PartitionSlicesd:
+        super().set_random_state(seed, state)
+        self.intensity.set_random_state(seed=int(self.R.randint(2**31)))
+        return self
+
+    def randomize(self, data: Any = None) -> None:
+        return None
+
+    def _spatial(self, size: Sequence[int]) -> mt.Compose:
+        if self.spatial is None or tuple(self.spatial.transforms[-1].spatial_size) != tuple(size):
+            crop = [max(1, round(0.8 * s)) for s in size]
+            self.spatial = mt.Compose(
+                [mt.RandSpatialCrop(roi_size=crop, max_roi_size=list(size), random_size=True), mt.Resize(size)]
+            )
+            self.spatial.set_random_state(seed=int(self.R.randint(2**31)))
+        return self.spatial
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        volume = torch.as_tensor(d.pop(self.first_key(d)), dtype=torch.float32)
+        depth = volume.shape[-1]
+        if depth < self.partitions:
+            raise InvalidInputError(None, f"volume has {depth} slices, fewer than {self.partitions} partitions")
+        edges = np.linspace(0, depth, self.partitions + 1).round().astype(int)
+        views: dict[str, list[torch.Tensor]] = {"view1": [], "view2": []}
+        for p in range(self.partitions):
+            z = int(self.R.randint(edges[p], max(edges[p] + 1, edges[p + 1])))
+            index = np.clip(np.arange(z - self.context, z + self.context + 1), 0, depth - 1)
+            slab = volume[..., index].permute(0, 3, 1, 2).reshape(-1, *volume.shape[1:3])  # (C * (2k+1), X, Y)
+            for name in views:
+                view = slab
+                if self.spatial_augment:
+                    view = self._spatial(slab.shape[1:])(view)
+                views[name].append(torch.as_tensor(self.intensity(view), dtype=torch.float32))
+        d.update({name: torch.stack(v) for name, v in views.items()})
+        d["partition"] = torch.arange(self.partitions)
+        return d
+
+
+# -- datamodules ----------------------------------------------------------------------------------------------
+class _VolumeDataModule(LightningDataModule):
+    """Shared manifest handling, synthetic-data preparation, caching and loaders of the volume datamodules.
+
+    Args:
+        manifest: volume manifest CSV (``medcl data prepare msd|btcv|brats|... --out manifest.csv``).
+        train_splits / val_split: manifest splits used for training and validation (None: no validation).
+        pixdim, intensity_range, crop_foreground, spatial_size: see :func:`volume_preprocessing`.
+        batch_size, num_workers: loader settings.
+        cache: ``memory`` (RAM), ``disk`` (``cache_dir``, reused across runs) or ``none``.
+        synthetic: generator keyword arguments; with a missing manifest, ``prepare_data`` writes a synthetic
+            ``synthetic_kind`` (``msd`` or ``btcv``) dataset under ``synthetic_root`` and prepares the manifest.
+        limit_volumes: use at most this many volumes per split (quick runs).
+    """
+
+    label_key: str | None = None
+
+    def __init__(
+        self,
+        manifest: str,
+        train_splits: Sequence[str] = ("train",),
+        val_split: str | None = "val",
+        pixdim: Sequence[float] | None = (1.5, 1.5, 2.0),
+        intensity_range: Sequence[float] | None = (-175.0, 250.0),
+        crop_foreground: float | None = None,
+        spatial_size: Sequence[int] | None = None,
+        batch_size: int = 2,
+        num_workers: int = 0,
+        cache: str = "memory",
+        cache_dir: str | None = None,
+        synthetic: dict[str, Any] | None = None,
+        synthetic_kind: str = "msd",
+        synthetic_root: str | None = None,
+        limit_volumes: int | None = None,
+    ) -> None:
+        super().__init__()
+        if cache not in CACHE_MODES:
+            raise ConfigError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
+        if cache == "disk" and not cache_dir:
+            raise ConfigError("cache='disk' needs cache_dir")
+        if synthetic_kind not in SYNTHETIC_KINDS:
+            raise ConfigError(f"synthetic_kind must be one of {SYNTHETIC_KINDS}, got {synthetic_kind!r}")
+        self.manifest = Path(manifest)
+        self.frame: pd.DataFrame | None = None
+        self.settings = {
+            "train_splits": tuple(train_splits),
+            "val_split": val_split,
+            "pixdim": pixdim,
+            "intensity_range": intensity_range,
+            "crop_foreground": crop_foreground,
+            "spatial_size": spatial_size,
+            "batch_size": batch_size,
+            "num_workers": num_workers,
+            "cache": cache,
+            "cache_dir": cache_dir,
+            "synthetic": synthetic,
+            "synthetic_kind": synthetic_kind,
+            "synthetic_root": synthetic_root,
+            "limit_volumes": limit_volumes,
+        }
+
+    # -- data preparation ---------------------------------------------------------------------------------------
+    def prepare_data(self) -> None:
+        if self.manifest.is_file() or not self.settings["synthetic"]:
+            return
+        from medcl.data.prepare import prepare
+        from medcl.data.synthetic import volume as synthetic
+
+        kind = self.settings["synthetic_kind"]
+        root = Path(self.settings["synthetic_root"] or self.manifest.parent / f"synthetic-{kind}")
+        options = dict(self.settings["synthetic"])
+        if kind == "msd":
+            dataset_root = synthetic.generate_msd(root, **options)
+        else:
+            dataset_root = synthetic.generate_btcv(root, **options)
+        prepare(kind, dataset_root, self.manifest, progress=False, workers=1)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.frame is None:
+            self.frame = read_manifest(self.manifest)
+
+    def rows(self, splits: Sequence[str], *, labelled: bool = False) -> pd.DataFrame:
+        if self.frame is None:
+            self.setup()
+        frame = self.frame[self.frame["split"].isin(list(splits))]
+        if labelled:
+            if "label" not in frame.columns:
+                raise InvalidInputError(self.manifest, "segmentation needs a 'label' column (mask paths)")
+            frame = frame[frame["label"].notna() & (frame["label"].astype(str).str.strip() != "")]
+        if frame.empty:
+            raise InvalidInputError(self.manifest, f"no {'labelled ' if labelled else ''}rows in split(s) {list(splits)}")
+        limit = self.settings["limit_volumes"]
+        return frame.iloc[:limit].reset_index(drop=True) if limit else frame.reset_index(drop=True)
+
+    def records(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
+        """Only file paths go into (cached) items: no identifiers."""
+        records = []
+        for _, row in frame.iterrows():
+            record = {"image": row["image"]}
+            if self.label_key:
+                record[self.label_key] = row["label"]
+            records.append(record)
+        return records
+
+    def preprocessing(self) -> list[mt.Transform]:
+        s = self.settings
+        return volume_preprocessing(
+            label_key=self.label_key,
+            pixdim=s["pixdim"],
+            intensity_range=s["intensity_range"],
+            crop_foreground=s["crop_foreground"],
+            spatial_size=s["spatial_size"],
+            label_values=getattr(self, "label_values", None),
+        )
+
+    def dataset(self, records: list[dict[str, Any]], transform: mt.Compose) -> Dataset:
+        mode = self.settings["cache"]
+        if mode == "memory":
+            return in_memory_dataset(records, transform, num_workers=self.settings["num_workers"] or None)
+        if mode == "disk":
+            return persistent_dataset(records, transform, self.settings["cache_dir"])
+        return Dataset(records, transform)
+
+    def loader(self, dataset: Dataset, *, train: bool, batch_size: int | None = None) -> DataLoader:
+        workers = self.settings["num_workers"]
+        return DataLoader(
+            dataset,
+            batch_size=batch_size or self.settings["batch_size"],
+            shuffle=train,
+            drop_last=train and len(dataset) >= (batch_size or self.settings["batch_size"]),
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            collate_fn=list_data_collate,
+        )
+
+
+class VoCoDataModule(_VolumeDataModule):
+    """Volumes -> VoCo base-crop grids and random crops with overlap labels (see :class:`VoCoCropsd`).
+
+    ``spatial_size`` defaults to ``(grid_x * base_size, grid_y * base_size, base_size)``: the public recipe resizes
+    every (foreground-cropped) volume to 384 x 384 x 96 for a 4 x 4 grid of 96-voxel bases. Validation (when
+    ``val_split`` has rows) uses the same sampling with a fixed seed, so the validation loss is comparable across
+    epochs.
+    """
+
+    def __init__(
+        self,
+        manifest: str,
+        grid: Sequence[int] = (4, 4),
+        base_size: int = 96,
+        roi_size: int = 64,
+        num_crops: int = 2,
+        augment: bool = True,
+        train_splits: Sequence[str] = ("train", "test"),
+        val_split: str | None = "val",
+        crop_foreground: float | None = 0.3,
+        spatial_size: Sequence[int] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if spatial_size is None:
+            spatial_size = (grid[0] * base_size, grid[1] * base_size, base_size)
+        super().__init__(
+            manifest,
+            train_splits=train_splits,
+            val_split=val_split,
+            crop_foreground=crop_foreground,
+            spatial_size=spatial_size,
+            **kwargs,
+        )
+        self.crops = {"grid": tuple(grid), "base_size": base_size, "roi_size": roi_size, "num_crops": num_crops}
+        self.augment = augment
+
+    def _transform(self, seed: int | None) -> mt.Compose:
+        crops = VoCoCropsd("image", augment=self.augment, **self.crops)
+        transform = mt.Compose([*self.preprocessing(), crops])
+        if seed is not None:
+            transform.set_random_state(seed=seed)
+        return transform
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.records(self.rows(self.settings["train_splits"]))
+        return self.loader(self.dataset(data, self._transform(None)), train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        split = self.settings["val_split"]
+        if not split or self.frame is not None and not (self.frame["split"] == split).any():
+            return []
+        return self.loader(self.dataset(self.records(self.rows([split])), self._transform(0)), train=False)
+
+
+class VolumeViewsDataModule(_VolumeDataModule):
+    """Volumes -> two augmented crops per volume (SimCLR-3D and SwinUNETR-SSL pretraining; see :class:`TwoViewsd`).
+
+    Args:
+        roi_size: crop size fed to the encoder.
+        context_scale: both views come from one random region ``context_scale`` times ``roi_size``.
+    """
+
+    def __init__(
+        self,
+        manifest: str,
+        roi_size: Sequence[int] = (96, 96, 96),
+        context_scale: float = 1.5,
+        train_splits: Sequence[str] = ("train", "test"),
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(manifest, train_splits=train_splits, **kwargs)
+        self.roi_size = tuple(roi_size)
+        self.context_size = tuple(math.ceil(r * context_scale) for r in self.roi_size)
+
+    def _transform(self, seed: int | None) -> mt.Compose:
+        transform = mt.Compose([*self.preprocessing(), TwoViewsd("image", self.roi_size, self.context_size)])
+        if seed is not None:
+            transform.set_random_state(seed=seed)
+        return transform
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.records(self.rows(self.settings["train_splits"]))
+        return self.loader(self.dataset(data, self._transform(None)), train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        split = self.settings["val_split"]
+        if not split or self.frame is not None and not (self.frame["split"] == split).any():
+            return []
+        return self.loader(self.dataset(self.records(self.rows([split])), self._transform(0)), train=False)
+
+
+class SliceContrastDataModule(_VolumeDataModule):
+    """Volumes -> one slice per z-partition, two views each (Chaitanya et al.; see :class:`PartitionSlicesd`).
+
+    ``image_size`` resizes slices in-plane (depth is kept); ``context`` > 0 gives 2.5D inputs of 2k + 1 slices;
+    ``spatial_augment`` must be off for the local (region) stage. MR defaults: no HU window (z-score).
+    """
+
+    def __init__(
+        self,
+        manifest: str,
+        image_size: int = 128,
+        partitions: int = 4,
+        context: int = 0,
+        spatial_augment: bool = True,
+        intensity_range: Sequence[float] | None = None,
+        train_splits: Sequence[str] = ("train", "test"),
+        **kwargs: Any,
+    ) -> None:
+        kwargs.setdefault("spatial_size", (image_size, image_size, -1))
+        super().__init__(manifest, train_splits=train_splits, intensity_range=intensity_range, **kwargs)
+        self.slices = {"partitions": partitions, "context": context, "spatial_augment": spatial_augment}
+
+    def _transform(self, seed: int | None) -> mt.Compose:
+        transform = mt.Compose([*self.preprocessing(), PartitionSlicesd("image", **self.slices)])
+        if seed is not None:
+            transform.set_random_state(seed=seed)
+        return transform
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.records(self.rows(self.settings["train_splits"]))
+        return self.loader(self.dataset(data, self._transform(None)), train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        split = self.settings["val_split"]
+        if not split or self.frame is not None and not (self.frame["split"] == split).any():
+            return []
+        return self.loader(self.dataset(self.records(self.rows([split])), self._transform(0)), train=False)
+
+
+class SegmentationDataModule(_VolumeDataModule):
+    """Image/mask pairs for segmentation fine-tuning, 3D volumes or 2D images (e.g. SIIM pneumothorax PNG masks).
+
+    Args:
+        roi_size: training patch (3D: ``RandCropByPosNegLabeld``, ``pos``/``neg`` ratio, ``num_samples`` patches
+            per volume); validation/test use whole volumes (batch 1) for sliding-window inference.
+        num_labeled: train on this many labelled training cases only (the few-label setting), drawn with
+            ``labeled_seed``; None uses all.
+        label_values: keep these mask values as classes 1..n (others become background), e.g. BTCV organs.
+        flip_prob, rotate_prob: spatial augmentation. Off by default: left/right flips turn a left kidney into a
+            right one while its label keeps saying "left".
+        spatial_dims: 3 for volumes; 2 for radiographs, loaded and resized to ``image_size`` by
+            :func:`medcl.data.transforms.cxr_transforms`.
+        test_split: split for ``medcl test`` (needs labels) and ``predict``.
+    """
+
+    label_key = "label"
+
+    def __init__(
+        self,
+        manifest: str,
+        roi_size: Sequence[int] = (96, 96, 96),
+        num_samples: int = 2,
+        pos: float = 1.0,
+        neg: float = 1.0,
+        num_labeled: int | None = None,
+        labeled_seed: int = 0,
+        label_values: Sequence[int] | None = None,
+        flip_prob: float = 0.0,
+        rotate_prob: float = 0.0,
+        spatial_dims: int = 3,
+        image_size: int = 256,
+        test_split: str = "val",
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(manifest, **kwargs)
+        if spatial_dims not in (2, 3):
+            raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if num_labeled is not None and num_labeled < 1:
+            raise ConfigError(f"num_labeled must be >= 1, got {num_labeled}")
+        self.roi_size = tuple(roi_size)
+        self.sampling = {"num_samples": num_samples, "pos": pos, "neg": neg}
+        self.num_labeled, self.labeled_seed = num_labeled, labeled_seed
+        self.label_values = list(label_values) if label_values else None
+        self.flip_prob, self.rotate_prob = flip_prob, rotate_prob
+        self.spatial_dims, self.image_size, self.test_split = spatial_dims, image_size, test_split
+
+    def labeled_rows(self) -> pd.DataFrame:
+        """The training cases used: all labelled ones, or ``num_labeled`` of them drawn with ``labeled_seed``."""
+        frame = self.rows(self.settings["train_splits"], labelled=True)
+        if self.num_labeled is None:
+            return frame
+        if self.num_labeled > len(frame):
+            raise ConfigError(f"num_labeled={self.num_labeled} but only {len(frame)} labelled training cases exist")
+        order = np.random.default_rng(self.labeled_seed).permutation(len(frame))[: self.num_labeled]
+        return frame.iloc[sorted(order)].reset_index(drop=True)
+
+    def transform(self, train: bool) -> mt.Compose:
+        if self.spatial_dims == 2:
+            steps: list[Any] = list(cxr_transforms("image", mask_keys=("label",), size=self.image_size, train=train))
+            steps.append(mt.EnsureTyped(keys=["image", "label"], dtype=torch.float32, track_meta=False))
+            return mt.Compose(steps)
+        steps = [*self.preprocessing()]
+        if train:
+            keys = ["image", "label"]
+            steps += [
+                mt.SpatialPadd(keys=keys, spatial_size=self.roi_size),
+                mt.RandCropByPosNegLabeld(
+                    keys=keys,
+                    label_key="label",
+                    spatial_size=self.roi_size,
+                    pos=self.sampling["pos"],
+                    neg=self.sampling["neg"],
+                    num_samples=self.sampling["num_samples"],
+                    image_key="image",
+                    image_threshold=0.0,
+                ),
+                *(mt.RandFlipd(keys=keys, prob=self.flip_prob, spatial_axis=a) for a in range(3)),
+                mt.RandRotate90d(keys=keys, prob=self.rotate_prob, max_k=3, spatial_axes=(0, 1)),
+                mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.1),
+                mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+            ]
+        return mt.Compose(steps)
+
+    def train_dataloader(self) -> DataLoader:
+        rows = self.labeled_rows()
+        log.info("segmentation: training on %d labelled case(s)", len(rows))
+        return self.loader(self.dataset(self.records(rows), self.transform(train=True)), train=True)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        data = self.records(self.rows([split], labelled=True))
+        batch = 1 if self.spatial_dims == 3 else None
+        return self.loader(self.dataset(data, self.transform(train=False)), train=False, batch_size=batch)
+
+    def val_dataloader(self) -> DataLoader | list:
+        split = self.settings["val_split"]
+        return self._eval_loader(split) if split else []
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader(self.test_split)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.test_dataloader()

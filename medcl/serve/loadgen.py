@@ -1,0 +1,301 @@
+"""Load generation and a managed ``medcl serve`` process, for the service tests and ``benchmarks/serve.py``.
+
+Only for loopback targets you own: every run is a bounded number of requests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """``medcl serve`` in a subprocess on 127.0.0.1, stopped (SIGTERM, then SIGKILL) on exit.
+
+    Its stderr goes to ``log_path`` so tests can check what the service logged.
+    """
+
+    def __init__(
+        self,
+        models: Sequence[str],
+        token: str,
+        log_path: str | Path,
+        extra_args: Sequence[str] = (),
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.token = token
+        self.log_path = Path(log_path)
+        command = [sys.executable, "-m", "medcl.cli", "serve", "--port", str(self.port)]
+        for model in models:
+            command += ["--model", model]
+        self.command = command + list(extra_args)
+        self.env = {**os.environ, **(env or {}), "MEDCL_SERVE_TOKEN": token}
+        self.process: subprocess.Popen | None = None
+
+    def __enter__(self) -> ServerProcess:
+        self._log = self.log_path.open("wb")
+        self.process = subprocess.Popen(self.command, stdout=self._log, stderr=subprocess.STDOUT, env=self.env)
+        return self
+
+    def wait_ready(self, timeout: float = 240.0) -> None:
+        import httpx
+
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process is not None and self.process.poll() is not None:
+                raise RuntimeError(f"medcl serve exited with {self.process.returncode}:\n{self.log()[-3000:]}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"medcl serve not ready after {timeout} s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._log.close()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Payloads
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def ct_small_bytes() -> bytes:
+    from pydicom.data import get_testdata_file
+
+    return Path(get_testdata_file("CT_small.dcm")).read_bytes()
+
+
+def malformed_payloads() -> list[tuple[str, str, bytes]]:
+    """(endpoint, filename, content) uploads every service must answer with a 4xx."""
+    from medcl.registry import example_png
+
+    dicom = ct_small_bytes()
+    return [
+        ("/v1/embed", "truncated.dcm", dicom[: len(dicom) // 2]),
+        ("/v1/embed", "notes.dcm", b"Patient doing well. Follow up in 6 weeks.\n" * 20),
+        ("/v1/embed", "noise.png", bytes(random.Random(0).randbytes(2048))),
+        ("/v1/embed", "empty.png", b""),
+        ("/v1/embed", "report.txt", b"plain text"),
+        ("/v1/zero-shot", "half.png", example_png(96)[:300]),
+    ]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Load
+# ---------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadResult:
+    """Statuses and latencies of one load run (latencies of all requests, well-formed and malformed)."""
+
+    statuses: Counter = field(default_factory=Counter)
+    malformed_statuses: Counter = field(default_factory=Counter)
+    latencies_ms: list[float] = field(default_factory=list)
+    good_latencies_ms: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # transport errors (connection reset, timeout)
+    wall_s: float = 0.0
+
+    def percentile(self, q: float, good_only: bool = False) -> float:
+        values = self.good_latencies_ms if good_only else self.latencies_ms
+        return float(np.percentile(values, q)) if values else float("nan")
+
+    @property
+    def server_errors(self) -> int:
+        return sum(n for status, n in self.statuses.items() if status >= 500)
+
+    def summary(self) -> str:
+        n = sum(self.statuses.values())
+        return (
+            f"{n} requests in {self.wall_s:.2f} s ({n / max(self.wall_s, 1e-9):.1f} req/s), "
+            f"statuses {dict(sorted(self.statuses.items()))}, malformed -> {dict(sorted(self.malformed_statuses.items()))}, "
+            f"transport failures {len(self.failures)}; latency p50 {self.percentile(50):.1f} ms, "
+            f"p99 {self.percentile(99):.1f} ms (well-formed p50 {self.percentile(50, True):.1f}, "
+            f"p99 {self.percentile(99, True):.1f})"
+        )
+
+
+async def _load(
+    url: str,
+    token: str,
+    good: Sequence[tuple[str, str, bytes]],
+    bad: Sequence[tuple[str, str, bytes]],
+    requests: int,
+    concurrency: int,
+    malformed_fraction: float,
+    seed: int,
+    timeout: float,
+) -> LoadResult:
+    import httpx
+
+    rng = random.Random(seed)
+    n_bad = round(requests * malformed_fraction)
+    plan = [(True, bad[i % len(bad)]) for i in range(n_bad)] + [(False, good[i % len(good)]) for i in range(requests - n_bad)]
+    rng.shuffle(plan)
+    result = LoadResult()
+    gate = asyncio.Semaphore(concurrency)
+    headers = {"Authorization": f"Bearer {token}"}
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+
+    async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits, headers=headers) as client:
+
+        async def one(malformed: bool, item: tuple[str, str, bytes]) -> None:
+            endpoint, filename, content = item
+            async with gate:
+                started = time.perf_counter()
+                try:
+                    response = await client.post(endpoint, files={"file": (filename, content)})
+                except httpx.HTTPError as err:
+                    result.failures.append(type(err).__name__)
+                    return
+                elapsed = (time.perf_counter() - started) * 1000
+            result.statuses[response.status_code] += 1
+            result.latencies_ms.append(elapsed)
+            if malformed:
+                result.malformed_statuses[response.status_code] += 1
+            else:
+                result.good_latencies_ms.append(elapsed)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(one(m, item) for m, item in plan))
+        result.wall_s = time.perf_counter() - started
+    return result
+
+
+def run_load(
+    url: str,
+    token: str,
+    *,
+    good: Sequence[tuple[str, str, bytes]] | None = None,
+    bad: Sequence[tuple[str, str, bytes]] | None = None,
+    requests: int = 200,
+    concurrency: int = 200,
+    malformed_fraction: float = 0.1,
+    seed: int = 0,
+    timeout: float = 300.0,
+) -> LoadResult:
+    """``requests`` uploads, ``concurrency`` in flight at once, ``malformed_fraction`` of them malformed."""
+    if not url.startswith(("http://127.0.0.1", "http://localhost")):
+        raise ValueError(f"load runs only target loopback services, not {url}")
+    from medcl.registry import example_png
+
+    good = good or [("/v1/embed", "ct.dcm", ct_small_bytes()), ("/v1/embed", "image.png", example_png(96))]
+    bad = bad or malformed_payloads()
+    return asyncio.run(_load(url, token, good, bad, requests, concurrency, malformed_fraction, seed, timeout))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Example models
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def log_example_models(
+    *,
+    image_text_name: str = "medcl-example-cxr",
+    segmentation_name: str = "medcl-example-seg",
+    experiment: str = "medcl-serve-example",
+    image_size: int = 64,
+    widths: Sequence[int] = (8, 8, 16, 16),
+    embed_dim: int = 32,
+    seed: int = 0,
+) -> dict[str, str]:
+    """Register a random-weight image-text model and a small MONAI UNet in the current MLflow store.
+
+    The architectures and pyfunc code are the real ones (a narrow MONAI ResNet-10 image tower, a 3-level UNet);
+    only the weights are random, which is all a service test or latency benchmark needs.
+    Returns {"image_text": models:/...@champion, "segmentation": models:/...@champion}.
+    """
+    import mlflow
+    import torch
+    import torch.nn.functional as F
+
+    from medcl.registry import (
+        ImageEmbedder,
+        SegmentationPreprocess,
+        example_png,
+        build_network,
+        log_pyfunc,
+        log_segmentation_model,
+    )
+
+    torch.manual_seed(seed)
+    mlflow.set_experiment(experiment)
+    image = {"type": "monai_resnet", "depth": 10, "widths": list(widths), "in_channels": 1}
+    embedder = ImageEmbedder(image, embed_dim)
+    classes = ["Cardiomegaly", "Edema", "Pleural Effusion"]
+    prototypes = {
+        "positive": F.normalize(torch.randn(len(classes), embed_dim), dim=-1),
+        "negative": F.normalize(torch.randn(len(classes), embed_dim), dim=-1),
+    }
+    config = {
+        "name": "example-random",
+        "image": image,
+        "embed_dim": embed_dim,
+        "projection": "mlp",
+        "image_size": image_size,
+        "classes": classes,
+        "logit_scale": 1 / 0.07,
+    }
+    tensors = {"weights": embedder.state_dict(), "prototypes": prototypes}
+    cxr = log_pyfunc(
+        "image_text", config, tensors, example=(example_png(), "example.png"), registered_name=image_text_name
+    )
+    spec = {
+        "class_path": "monai.networks.nets.UNet",
+        "init_args": {
+            "spatial_dims": 3,
+            "in_channels": 1,
+            "out_channels": 3,
+            "channels": [8, 16, 32],
+            "strides": [2, 2],
+            "num_res_units": 1,
+        },
+    }
+    seg = log_segmentation_model(
+        build_network(spec),
+        spec,
+        preprocess=SegmentationPreprocess(pixdim=(2.0, 2.0, 2.0), intensity_range=None, roi_size=(32, 32, 32)),
+        labels={0: "background", 1: "organ", 2: "lesion"},
+        name="example-unet",
+        registered_name=segmentation_name,
+    )
+    return {"image_text": str(cxr.registered), "segmentation": str(seg.registered)}
+
+
+__all__ = ["LoadResult", "ServerProcess", "free_port", "log_example_models", "malformed_payloads", "run_load"]

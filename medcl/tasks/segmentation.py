@@ -1,0 +1,245 @@
+"""Segmentation fine-tuning (3D SwinUNETR / U-Net, 2D U-Nets on CXR encoders) with few labels.
+
+* Initialisation: ``init_from`` = a medcl pretraining or image-text checkpoint, a VoCo checkpoint, MONAI's
+  ``model_swinvit.pt`` or a MONAI bundle folder. The encoder keys are matched by name and shape
+  (:func:`medcl.models.volume.load_encoder_weights`); the report of matched / missing / unexpected /
+  shape-mismatched keys is printed, logged to MLflow (metrics ``init/*`` and ``init/key_match_report.txt``) and
+  loading fails when fewer than ``min_matched_fraction`` match.
+* Training: DiceCE loss on patches (``RandCropByPosNegLabeld`` in :class:`medcl.data.volume.SegmentationDataModule`).
+* Validation / test: sliding-window inference over whole volumes, Dice and HD95 per class (MONAI metrics) and
+  their means; every ``overlay_every_n_epochs`` an overlay figure (image, label, prediction on the slice with most
+  foreground) goes to MLflow under ``overlays/``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from monai.inferers import sliding_window_inference
+from monai.losses import DiceCELoss
+from monai.metrics import DiceMetric, HausdorffDistanceMetric
+from monai.networks.utils import one_hot
+from torch import Tensor
+
+from medcl.errors import ConfigError, InvalidInputError
+from medcl.models.volume import create_network, encoder_of, format_report, load_encoder_weights
+from medcl.tasks.optim import build_optimizer
+from medcl.tracking import mlflow_logger
+
+log = logging.getLogger(__name__)
+
+
+class Segmentation(LightningModule):
+    """Supervised segmentation, optionally initialised from a pretrained encoder.
+
+    Args:
+        model, model_overrides: network config (``unet3d-small``, ``swinunetr-voco``, ``resnet-unet-cxr``, ...);
+            ``out_channels`` is set to ``num_classes``.
+        num_classes: classes including background.
+        class_names: names of classes 1..n for metric names (default ``class_1``...).
+        init_from: checkpoint to initialise the encoder from (see the module docstring); None trains from scratch.
+        init_scope, min_matched_fraction: see :func:`medcl.models.volume.load_encoder_weights`.
+        roi_size, sw_batch_size, sw_overlap: sliding-window inference (roi = the training patch size).
+        lr, weight_decay, encoder_lr_multiplier, schedule, warmup_steps: AdamW; the encoder can learn slower.
+        compute_hd95: also compute HD95 (in voxels of the preprocessed grid) during validation.
+        overlay_every_n_epochs: 0 disables MLflow overlays.
+    """
+
+    def __init__(
+        self,
+        model: str = "unet3d-small",
+        num_classes: int = 2,
+        model_overrides: dict[str, Any] | None = None,
+        class_names: Sequence[str] | None = None,
+        init_from: str | None = None,
+        init_scope: str = "covered",
+        min_matched_fraction: float = 0.9,
+        roi_size: Sequence[int] = (96, 96, 96),
+        sw_batch_size: int = 4,
+        sw_overlap: float = 0.5,
+        lr: float = 3e-4,
+        weight_decay: float = 1e-5,
+        encoder_lr_multiplier: float = 1.0,
+        schedule: str = "cosine",
+        warmup_steps: int = 0,
+        compute_hd95: bool = True,
+        overlay_every_n_epochs: int = 1,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        if num_classes < 2:
+            raise ConfigError(f"num_classes counts the background and must be >= 2, got {num_classes}")
+        if class_names is not None and len(class_names) != num_classes - 1:
+            raise ConfigError(f"class_names needs {num_classes - 1} names (classes 1..n), got {len(class_names)}")
+        self.network = create_network(model, out_channels=num_classes, **(model_overrides or {}))
+        self.class_names = list(class_names or [f"class_{i}" for i in range(1, num_classes)])
+        self.loss = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False)
+        self.dice = DiceMetric(include_background=False, reduction="mean_batch", get_not_nans=True)
+        self.hd95 = HausdorffDistanceMetric(include_background=False, percentile=95, reduction="mean_batch")
+        self.init_report = None
+        if init_from:
+            self.init_report = load_encoder_weights(
+                self.network, init_from, min_matched_fraction=min_matched_fraction, scope=init_scope
+            )
+            text = format_report(self.init_report)
+            print(f"encoder initialised from {init_from}:\n{text}")  # users look for this in the console
+            log.info("encoder initialised from %s: %s", init_from, self.init_report.summary())
+        self._overlay: dict[str, Tensor] | None = None
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.network(images)
+
+    # -- training -------------------------------------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        logger = mlflow_logger(self.trainer) if self.trainer else None
+        if self.init_report is None or logger is None or not self.trainer.is_global_zero:
+            return
+        logger.log_metrics(self.init_report.as_metrics())
+        report = f"init_from: {self.hparams.init_from}\n{format_report(self.init_report, limit=10**6)}\n"
+        logger.experiment.log_text(logger.run_id, report, "init/key_match_report.txt")
+
+    def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        images, labels = batch["image"], batch["label"]
+        self._check_labels(labels)
+        loss = self.loss(self.network(images), labels)
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=images.shape[0])
+        return loss
+
+    def _check_labels(self, labels: Tensor) -> None:
+        top = int(labels.max())
+        if top >= self.hparams.num_classes:
+            raise InvalidInputError(
+                None, f"label value {top} but num_classes={self.hparams.num_classes}; set num_classes or label_values"
+            )
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        multiplier = self.hparams.encoder_lr_multiplier
+        multipliers = None
+        if multiplier != 1.0:
+            multipliers = {f"network.{name}": multiplier for name in encoder_of(self.network).module_names}
+        total = int(self.trainer.estimated_stepping_batches) if self.trainer else 1
+        return build_optimizer(
+            self,
+            lr=self.hparams.lr,
+            weight_decay=self.hparams.weight_decay,
+            lr_multipliers=multipliers,
+            schedule=self.hparams.schedule,
+            warmup_steps=self.hparams.warmup_steps,
+            total_steps=total,
+            monitor="val/dice_mean",
+        )
+
+    # -- evaluation -----------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_logits(self, images: Tensor) -> Tensor:
+        """Sliding-window logits over whole images/volumes."""
+        roi = tuple(self.hparams.roi_size)[: images.ndim - 2]
+        return sliding_window_inference(
+            images, roi, self.hparams.sw_batch_size, self.network, overlap=self.hparams.sw_overlap, mode="gaussian"
+        )
+
+    def _eval_step(self, batch: Mapping[str, Any], batch_idx: int, stage: str) -> None:
+        images, labels = batch["image"], batch["label"]
+        self._check_labels(labels)
+        logits = self.predict_logits(images)
+        self.log(f"{stage}/loss", self.loss(logits, labels), on_epoch=True, batch_size=images.shape[0])
+        classes = self.hparams.num_classes
+        prediction = one_hot(logits.argmax(dim=1, keepdim=True), classes)
+        target = one_hot(labels.long(), classes)
+        self.dice(prediction, target)
+        if self.hparams.compute_hd95:
+            self.hd95(prediction, target)
+        if batch_idx == 0 and stage == "val":
+            self._overlay = {"image": images[0, 0].cpu(), "label": labels[0, 0].cpu(), "pred": prediction[0].argmax(0).cpu()}
+
+    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "val")
+
+    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+        self._eval_step(batch, batch_idx, "test")
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_metrics("val")
+        every = self.hparams.overlay_every_n_epochs
+        if self._overlay is not None and every and self.current_epoch % every == 0 and not self.trainer.sanity_checking:
+            self._log_overlay(self._overlay)
+        self._overlay = None
+
+    def on_test_epoch_end(self) -> None:
+        self._log_metrics("test")
+
+    def evaluation_metrics(self) -> dict[str, float]:
+        """Per-class Dice / HD95 and their means over classes present; resets the metric buffers."""
+        metrics: dict[str, float] = {}
+        dice, not_nans = self.dice.aggregate()
+        self.dice.reset()
+        per_class_dice = [float(d) if n > 0 else math.nan for d, n in zip(dice.cpu(), not_nans.cpu())]
+        hd = [math.nan] * len(per_class_dice)
+        if self.hparams.compute_hd95:
+            values = self.hd95.get_buffer()
+            self.hd95.reset()
+            if values is not None and len(values):
+                values = values.float().cpu()
+                finite = torch.where(torch.isfinite(values), values, torch.nan)
+                hd = [float(v) for v in torch.nanmean(finite, dim=0)]
+        for name, d, h in zip(self.class_names, per_class_dice, hd):
+            metrics[f"dice/{name}"] = d
+            if self.hparams.compute_hd95:
+                metrics[f"hd95/{name}"] = h
+        valid = [d for d in per_class_dice if not math.isnan(d)]
+        metrics["dice_mean"] = sum(valid) / len(valid) if valid else math.nan
+        if self.hparams.compute_hd95:
+            valid_hd = [h for h in hd if not math.isnan(h)]
+            metrics["hd95_mean"] = sum(valid_hd) / len(valid_hd) if valid_hd else math.nan
+        return metrics
+
+    def _log_metrics(self, stage: str) -> None:
+        if self.trainer.sanity_checking:
+            self.dice.reset()
+            self.hd95.reset()
+            return
+        metrics = self.evaluation_metrics()
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=True)
+
+    def _log_overlay(self, sample: Mapping[str, Tensor]) -> None:
+        logger = mlflow_logger(self.trainer)
+        if logger is None or not self.trainer.is_global_zero:
+            return
+        figure = overlay_figure(sample["image"], sample["label"], sample["pred"], title=f"epoch {self.current_epoch}")
+        logger.experiment.log_figure(logger.run_id, figure, f"overlays/epoch_{self.current_epoch:04d}.png")
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+
+    def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
+        return self.predict_logits(batch["image"]).argmax(dim=1, keepdim=True)
+
+
+def overlay_figure(image: Tensor, label: Tensor, prediction: Tensor, title: str = "") -> Any:
+    """Image, label overlay and prediction overlay on the axial slice with the most labelled voxels (3D) or the
+    image itself (2D)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    if image.ndim == 3:
+        z = int((label > 0).flatten(0, 1).sum(0).argmax())
+        image, label, prediction = image[..., z], label[..., z], prediction[..., z]
+    figure, axes = plt.subplots(1, 3, figsize=(9, 3.4))
+    classes = max(int(label.max()), int(prediction.max()), 1)
+    for axis, overlay, name in zip(axes, (None, label, prediction), ("image", "label", "prediction")):
+        axis.imshow(image.T.numpy(), cmap="gray", origin="lower")
+        if overlay is not None:
+            masked = torch.where(overlay > 0, overlay.float(), torch.nan)
+            axis.imshow(masked.T.numpy(), cmap="tab20", vmin=1, vmax=max(classes, 2), alpha=0.5, origin="lower")
+        axis.set_title(name)
+        axis.axis("off")
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure

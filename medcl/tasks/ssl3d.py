@@ -1,0 +1,126 @@
+"""Baselines for volume pretraining on the same encoders as VoCo: SimCLR-3D and SwinUNETR-SSL.
+
+* :class:`SimCLR3DPretraining`: two augmented crops of a volume region, MLP projection, NT-Xent.
+* :class:`SwinSSLPretraining` (Tang et al., CVPR 2022, the MONAI SwinUNETR pretraining): each view is rotated by a
+  random multiple of 90 degrees in-plane and has random blocks cut out; the encoder then predicts the rotation
+  (4-way), contrasts the two views (NT-Xent, temperature 0.5) and reconstructs the uncut rotated view (L1) from its
+  deepest features. Loss = rotation + contrastive + reconstruction. (MONAI's original script uses transforms
+  removed in MONAI 1.3; this is a re-implementation on current MONAI.)
+
+Both train on :class:`medcl.data.volume.VolumeViewsDataModule` batches (``view1``, ``view2``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from medcl.losses import NTXentLoss
+from medcl.models.heads import ProjectionHead
+from medcl.models.volume import ReconstructionHead
+from medcl.tasks.voco import EncoderPretraining
+
+
+class SimCLR3DPretraining(EncoderPretraining):
+    """SimCLR on 3D crops.
+
+    Args:
+        model, model_overrides: segmentation network whose encoder is trained.
+        embed_dim: projection width (MLP head on the multi-scale pooled features).
+        loss: a two-view loss (``medcl.losses.NTXentLoss`` by default, temperature 0.1).
+    """
+
+    def __init__(
+        self,
+        model: str = "unet3d-small",
+        model_overrides: dict[str, Any] | None = None,
+        embed_dim: int = 128,
+        loss: nn.Module | None = None,
+        lr: float = 1e-4,
+        weight_decay: float = 1e-5,
+        schedule: str = "cosine",
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__(model, model_overrides, lr, weight_decay, schedule, warmup_steps)
+        self.save_hyperparameters(ignore=["loss"])
+        self.projection = ProjectionHead(self.encoder.out_dim, embed_dim, "mlp")
+        self.loss = loss if loss is not None else NTXentLoss(temperature=0.1)
+
+    def pretraining_loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        views = torch.cat([batch["view1"], batch["view2"]])
+        embeddings = self.projection(self.encoder(views).pooled)
+        first, second = embeddings.chunk(2)
+        return {"loss": self.loss(first, second)}
+
+
+def rotate_in_plane(volumes: Tensor, turns: Tensor) -> Tensor:
+    """Rotate each (C, X, Y, Z) volume by ``turns[i]`` x 90 degrees in the x-y plane."""
+    return torch.stack([torch.rot90(v, int(k), dims=(1, 2)) for v, k in zip(volumes, turns)])
+
+
+def cut_out(volumes: Tensor, fraction: float, block: int, generator: torch.Generator | None = None) -> Tensor:
+    """Zero random ``block``^3 cubes (aligned to a block grid) covering about ``fraction`` of each volume."""
+    batch, _, *size = volumes.shape
+    grid = [max(1, s // block) for s in size]
+    keep = torch.rand((batch, 1, *grid), generator=generator, device=volumes.device) >= fraction
+    mask = F.interpolate(keep.float(), size=size, mode="nearest")
+    return volumes * mask
+
+
+class SwinSSLPretraining(EncoderPretraining):
+    """SwinUNETR-style self-supervision: rotation + contrastive + inpainting on the same encoder.
+
+    Args:
+        model, model_overrides: segmentation network whose encoder is trained (``swinunetr-ssl`` for the MONAI
+            recipe; any medcl volume network works).
+        embed_dim: contrastive head width (512 in the recipe).
+        cutout_fraction, cutout_block: share of the volume cut out and the cube size in voxels.
+        temperature: NT-Xent temperature (0.5 in the recipe).
+        weights: (rotation, contrastive, reconstruction) loss weights.
+    """
+
+    def __init__(
+        self,
+        model: str = "unet3d-small",
+        model_overrides: dict[str, Any] | None = None,
+        embed_dim: int = 512,
+        cutout_fraction: float = 0.3,
+        cutout_block: int = 8,
+        temperature: float = 0.5,
+        weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
+        lr: float = 1e-4,
+        weight_decay: float = 1e-5,
+        schedule: str = "cosine",
+        warmup_steps: int = 0,
+    ) -> None:
+        super().__init__(model, model_overrides, lr, weight_decay, schedule, warmup_steps)
+        self.save_hyperparameters()
+        if not 0.0 <= cutout_fraction < 1.0 or cutout_block < 1:
+            raise ValueError(f"cutout_fraction must be in [0, 1) and cutout_block >= 1, got {cutout_fraction}")
+        in_channels = self._input_channels()
+        self.rotation_head = nn.Linear(self.encoder.out_dim, 4)
+        self.contrastive_head = nn.Linear(self.encoder.out_dim, embed_dim)
+        self.reconstruction_head = ReconstructionHead(self.encoder.deep_dim, in_channels, self.encoder.stride)
+        self.contrastive = NTXentLoss(temperature=temperature)
+
+    def _input_channels(self) -> int:
+        first = next(p for p in self.encoder.parameters() if p.ndim >= 4)
+        return int(first.shape[1])
+
+    def pretraining_loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
+        views = torch.cat([batch["view1"], batch["view2"]])
+        turns = torch.randint(0, 4, (views.shape[0],), device=views.device)
+        rotated = rotate_in_plane(views, turns)
+        corrupted = cut_out(rotated, self.hparams.cutout_fraction, self.hparams.cutout_block)
+        maps, pooled = self.encoder.encode(corrupted)
+        rotation = F.cross_entropy(self.rotation_head(pooled), turns)
+        first, second = self.contrastive_head(pooled).chunk(2)
+        contrastive = self.contrastive(first, second)
+        reconstruction = F.l1_loss(self.reconstruction_head(maps[-1]), rotated)
+        w_rot, w_con, w_rec = self.hparams.weights
+        loss = w_rot * rotation + w_con * contrastive + w_rec * reconstruction
+        return {"loss": loss, "rotation": rotation, "contrastive": contrastive, "reconstruction": reconstruction}
