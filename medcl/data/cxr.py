@@ -173,6 +173,9 @@ class CXRDataModule(LightningDataModule):
             has it, else ``image_id``): the combined CoGaze manifest. When an image has gaze in several, the first
             manifest listed (then its first row) wins; gaze already in ``manifest`` is kept.
         use_gaze: add the gaze keys to batches (None: when the manifest has gaze columns after the join).
+        synthetic_gaze: with ``synthetic``, when the first gaze manifest does not exist, ``prepare_data`` writes a
+            synthetic EGD-CXR release over the synthetic MIMIC tree with these arguments (e.g. ``n_images``) and runs
+            the ``egd-cxr`` adapter into that manifest.
     """
 
     def __init__(
@@ -189,6 +192,7 @@ class CXRDataModule(LightningDataModule):
         synthetic_root: str | None = None,
         gaze_manifests: Sequence[str] = (),
         use_gaze: bool | None = None,
+        synthetic_gaze: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -198,15 +202,23 @@ class CXRDataModule(LightningDataModule):
 
     # -- data preparation -------------------------------------------------------------------------------------
     def prepare_data(self) -> None:
-        if self.manifest.is_file() or not self.hparams.synthetic:
+        if not self.hparams.synthetic:
             return
         from medcl.data.prepare import prepare
         from medcl.data.synthetic.cxr import generate_mimic_cxr
 
         root = Path(self.hparams.synthetic_root or self.manifest.parent / "mimic-cxr-jpg")
-        if not (root / "files").is_dir():
-            generate_mimic_cxr(root, **self.hparams.synthetic)
-        prepare("mimic-cxr", root, self.manifest, progress=True)
+        if not self.manifest.is_file():
+            if not (root / "files").is_dir():
+                generate_mimic_cxr(root, **self.hparams.synthetic)
+            prepare("mimic-cxr", root, self.manifest, progress=True)
+        gaze_manifest = Path(self.hparams.gaze_manifests[0]) if self.hparams.gaze_manifests else None
+        if self.hparams.synthetic_gaze is not None and gaze_manifest is not None and not gaze_manifest.is_file():
+            from medcl.data.synthetic.gaze import write_egd_cxr
+
+            gaze_root = gaze_manifest.parent / "egd-cxr"
+            write_egd_cxr(root, gaze_root, **self.hparams.synthetic_gaze)
+            prepare("egd-cxr", gaze_root, gaze_manifest, progress=True, mimic_root=str(root))
 
     def setup(self, stage: str | None = None) -> None:
         if self.frames:

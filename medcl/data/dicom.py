@@ -11,6 +11,7 @@ patient, study and institution attributes never leave this module.
 
 from __future__ import annotations
 
+import functools
 import gzip
 import io
 import logging
@@ -22,8 +23,10 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.datadict import tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
+from pydicom.tag import BaseTag
 
 from medcl.errors import InvalidInputError
 
@@ -39,6 +42,20 @@ ORIENTATION_ATOL = 1e-4
 DUPLICATE_POSITION_MM = 1e-3
 SPACING_RTOL = 0.1
 COLLINEAR_FRACTION_OF_SPACING = 0.1
+
+
+@functools.cache
+def _tag(keyword: str) -> BaseTag:
+    tag = tag_for_keyword(keyword)
+    if tag is None:
+        raise KeyError(f"not a DICOM keyword: {keyword}")
+    return BaseTag(tag)
+
+
+def _get(ds: Dataset, keyword: str, default: Any = None) -> Any:
+    """``ds.get(keyword)`` without pydicom's exception path for absent elements (hot in per-slice loading)."""
+    tag = _tag(keyword)
+    return ds[tag].value if tag in ds else default
 
 
 @dataclass(frozen=True)
@@ -60,29 +77,30 @@ def read_dataset(path: Path) -> Dataset:
     """Parse a DICOM file (also gzip-compressed, or without the Part 10 preamble) that holds pixel data."""
     try:
         with open(path, "rb") as fh:
-            is_gzip = fh.read(2) == b"\x1f\x8b"
-        if is_gzip:
-            with gzip.open(path, "rb") as fh:
-                ds = pydicom.dcmread(io.BytesIO(fh.read()), force=True)
-        else:
-            ds = pydicom.dcmread(path, force=True)
+            if fh.read(2) == b"\x1f\x8b":
+                fh.seek(0)
+                with gzip.open(fh, "rb") as unzipped:
+                    ds = pydicom.dcmread(io.BytesIO(unzipped.read()), force=True)
+            else:
+                fh.seek(0)
+                ds = pydicom.dcmread(fh, force=True)
     except Exception as err:  # pydicom and zlib raise many types for damaged input; report them all the same way
         raise InvalidInputError(path, f"not a readable DICOM file ({type(err).__name__}: {err})") from err
-    if not any(keyword in ds for keyword in PIXEL_DATA_KEYWORDS):
-        sop_class = ds.get("SOPClassUID")
+    if not any(_tag(keyword) in ds for keyword in PIXEL_DATA_KEYWORDS):
+        sop_class = _get(ds, "SOPClassUID")
         if sop_class is None:
             raise InvalidInputError(path, "not a DICOM image (no SOP class, no pixel data) and not another format")
         name = getattr(sop_class, "name", str(sop_class))
         raise InvalidInputError(path, f"DICOM object without pixel data ({name}) is not an image")
     for keyword in ("Rows", "Columns"):
-        if not ds.get(keyword):
+        if not _get(ds, keyword):
             raise InvalidInputError(path, f"DICOM image without {keyword}")
     return ds
 
 
 def number_of_frames(ds: Dataset) -> int:
     try:
-        return max(int(ds.get("NumberOfFrames") or 1), 1)
+        return max(int(_get(ds, "NumberOfFrames") or 1), 1)
     except (TypeError, ValueError):
         return 1
 
@@ -95,8 +113,8 @@ def _decode_stored_values(ds: Dataset, path: Path) -> np.ndarray:
         syntax = getattr(ds, "file_meta", Dataset()).get("TransferSyntaxUID")
         syntax_name = getattr(syntax, "name", "unknown transfer syntax")
         raise InvalidInputError(path, f"cannot decode pixel data ({syntax_name}): {type(err).__name__}: {err}") from err
-    samples = int(ds.get("SamplesPerPixel") or 1)
-    is_color = samples > 1 or ds.get("PhotometricInterpretation") == "PALETTE COLOR"
+    samples = int(_get(ds, "SamplesPerPixel") or 1)
+    is_color = samples > 1 or _get(ds, "PhotometricInterpretation") == "PALETTE COLOR"
     frame_ndim = 3 if samples > 1 else 2
     if stored.ndim == frame_ndim:
         stored = stored[None]
@@ -107,29 +125,29 @@ def _decode_stored_values(ds: Dataset, path: Path) -> np.ndarray:
 
 def _stored_value_range(ds: Dataset) -> tuple[float, float]:
     """Smallest and largest value the stored pixels can take (BitsStored, PixelRepresentation)."""
-    bits = int(ds.get("BitsStored") or ds.get("BitsAllocated") or 16)
-    if int(ds.get("PixelRepresentation") or 0) == 1:
+    bits = int(_get(ds, "BitsStored") or _get(ds, "BitsAllocated") or 16)
+    if int(_get(ds, "PixelRepresentation") or 0) == 1:
         return -(2.0 ** (bits - 1)), 2.0 ** (bits - 1) - 1
     return 0.0, 2.0**bits - 1
 
 
 def _frame_rescale(ds: Dataset, n_frames: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame RescaleSlope/Intercept: top level, or the enhanced multi-frame functional groups."""
-    slopes = np.full(n_frames, float(ds.get("RescaleSlope", 1.0) or 1.0))
-    intercepts = np.full(n_frames, float(ds.get("RescaleIntercept", 0.0) or 0.0))
-    shared = _first_item(ds.get("SharedFunctionalGroupsSequence"))
-    shared_pvt = _first_item(shared.get("PixelValueTransformationSequence")) if shared else None
+    slopes = np.full(n_frames, float(_get(ds, "RescaleSlope", 1.0) or 1.0))
+    intercepts = np.full(n_frames, float(_get(ds, "RescaleIntercept", 0.0) or 0.0))
+    shared = _first_item(_get(ds, "SharedFunctionalGroupsSequence"))
+    shared_pvt = _first_item(_get(shared, "PixelValueTransformationSequence")) if shared else None
     if shared_pvt is not None and "RescaleSlope" in shared_pvt:
         slopes[:] = float(shared_pvt.RescaleSlope)
-        intercepts[:] = float(shared_pvt.get("RescaleIntercept", 0.0))
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+        intercepts[:] = float(_get(shared_pvt, "RescaleIntercept", 0.0))
+    per_frame = _get(ds, "PerFrameFunctionalGroupsSequence") or []
     if len(per_frame) == n_frames:
         for index, item in enumerate(per_frame):
-            pvt = _first_item(item.get("PixelValueTransformationSequence"))
+            pvt = _first_item(_get(item, "PixelValueTransformationSequence"))
             if pvt is not None and "RescaleSlope" in pvt:
                 slopes[index] = float(pvt.RescaleSlope)
-                intercepts[index] = float(pvt.get("RescaleIntercept", 0.0))
-    if ds.get("Modality") == "RTDOSE" and "DoseGridScaling" in ds:  # dose = stored value x DoseGridScaling (Gy)
+                intercepts[index] = float(_get(pvt, "RescaleIntercept", 0.0))
+    if _get(ds, "Modality") == "RTDOSE" and "DoseGridScaling" in ds:  # dose = stored value x DoseGridScaling (Gy)
         slopes *= float(ds.DoseGridScaling)
     return slopes, intercepts
 
@@ -140,7 +158,7 @@ def _first_item(sequence: Any) -> Dataset | None:
 
 def modality_output_range(ds: Dataset) -> tuple[float, float]:
     """Range of the modality LUT output: what MONOCHROME1 is inverted within, and what windows map onto."""
-    modality_lut = _first_item(ds.get("ModalityLUTSequence"))
+    modality_lut = _first_item(_get(ds, "ModalityLUTSequence"))
     if modality_lut is not None:
         return 0.0, 2.0 ** int(modality_lut.LUTDescriptor[2]) - 1
     low, high = _stored_value_range(ds)
@@ -151,7 +169,7 @@ def modality_output_range(ds: Dataset) -> tuple[float, float]:
 
 def _apply_modality_lut(stored: np.ndarray, ds: Dataset) -> np.ndarray:
     """Stored values -> modality values, float32, shape (frames, rows, columns)."""
-    if _first_item(ds.get("ModalityLUTSequence")) is not None:
+    if _first_item(_get(ds, "ModalityLUTSequence")) is not None:
         return apply_modality_lut(stored, ds).astype(np.float32)
     slopes, intercepts = _frame_rescale(ds, stored.shape[0])
     values = stored.astype(np.float32)
@@ -170,7 +188,7 @@ def _window(values: np.ndarray, ds: Dataset, path: Path) -> np.ndarray:
     """Window centre/width (PS3.3 C.11.2.1.2) onto [0, 1]; LINEAR, LINEAR_EXACT or SIGMOID."""
     center = float(_first_value(ds.WindowCenter))
     width = float(_first_value(ds.WindowWidth))
-    function = str(ds.get("VOILUTFunction", "LINEAR") or "LINEAR").upper()
+    function = str(_get(ds, "VOILUTFunction", "LINEAR") or "LINEAR").upper()
     if function == "SIGMOID":
         if width <= 0:
             raise InvalidInputError(path, f"WindowWidth {width} must be > 0 for SIGMOID")
@@ -194,12 +212,12 @@ def _first_value(value: Any) -> Any:
 
 def _apply_voi(modality_values: np.ndarray, ds: Dataset, path: Path) -> np.ndarray:
     """Modality values -> display values in [0, 1]: VOI LUT Sequence, else window, else the full output range."""
-    voi_item = _first_item(ds.get("VOILUTSequence"))
+    voi_item = _first_item(_get(ds, "VOILUTSequence"))
     if voi_item is not None and "LUTDescriptor" in voi_item and "LUTData" in voi_item:
         nominal_depth = int(voi_item.LUTDescriptor[2])
         mapped = apply_voi(np.rint(modality_values).astype(np.int64), ds)
         return (mapped.astype(np.float32) / np.float32(2**nominal_depth - 1)).astype(np.float32)
-    if ds.get("WindowCenter") is not None and ds.get("WindowWidth") is not None:
+    if _get(ds, "WindowCenter") is not None and _get(ds, "WindowWidth") is not None:
         return _window(modality_values, ds, path)
     low, high = modality_output_range(ds)
     return np.clip((modality_values - low) / max(high - low, 1e-6), 0.0, 1.0).astype(np.float32)
@@ -212,7 +230,7 @@ def decode_frames(ds: Dataset, path: Path, *, voi_lut: bool = False) -> np.ndarr
     Colour: RGB as decoded by pydicom (YBR converted), PALETTE COLOR expanded to RGB; no LUTs apply.
     """
     stored = _decode_stored_values(ds, path)
-    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    photometric = str(_get(ds, "PhotometricInterpretation", "MONOCHROME2")).strip().upper()
     if photometric == "PALETTE COLOR":
         try:
             return apply_color_lut(stored, ds).astype(np.float32)
@@ -243,9 +261,9 @@ def _plane_from(
     """Build a Plane when position, orientation and pixel spacing are all known."""
     if position_item is None or orientation_item is None or spacing_item is None:
         return None
-    position = position_item.get("ImagePositionPatient")
-    orientation = orientation_item.get("ImageOrientationPatient")
-    spacing = spacing_item.get("PixelSpacing")
+    position = _get(position_item, "ImagePositionPatient")
+    orientation = _get(orientation_item, "ImageOrientationPatient")
+    spacing = _get(spacing_item, "PixelSpacing")
     if position is None or orientation is None or spacing is None:
         return None
     if len(position) != 3 or len(orientation) != 6 or len(spacing) != 2:
@@ -271,8 +289,8 @@ def _check_plane(plane: Plane, path: Path, where: str) -> None:
 
 def frame_planes(ds: Dataset, n_frames: int) -> list[Plane] | None:
     """Geometry of every frame of one dataset, or None when the object carries no patient geometry."""
-    shared = _first_item(ds.get("SharedFunctionalGroupsSequence"))
-    per_frame = ds.get("PerFrameFunctionalGroupsSequence")
+    shared = _first_item(_get(ds, "SharedFunctionalGroupsSequence"))
+    per_frame = _get(ds, "PerFrameFunctionalGroupsSequence")
     if per_frame is not None and len(per_frame) == n_frames:  # enhanced multi-frame (CT, MR, SEG, ...)
         planes = []
         for item in per_frame:
@@ -292,10 +310,10 @@ def frame_planes(ds: Dataset, n_frames: int) -> list[Plane] | None:
         return None
     if n_frames == 1:
         return [first]
-    offsets = ds.get("GridFrameOffsetVector")  # RT Dose: offsets along the normal from ImagePositionPatient
+    offsets = _get(ds, "GridFrameOffsetVector")  # RT Dose: offsets along the normal from ImagePositionPatient
     if offsets is not None and len(offsets) == n_frames:
         distances = np.asarray(offsets, dtype=np.float64)
-    elif ds.get("SpacingBetweenSlices"):
+    elif _get(ds, "SpacingBetweenSlices"):
         distances = np.arange(n_frames) * float(ds.SpacingBetweenSlices)
     else:
         return None
@@ -392,9 +410,9 @@ def single_plane_affine(ds: Dataset, plane: Plane | None, path: Path) -> tuple[n
     """LPS affine of one 2-D image; the pixel grid (no patient geometry) for radiographs and secondary captures."""
     if plane is not None:
         _check_plane(plane, path, "the image")
-        thickness = ds.get("SpacingBetweenSlices") or ds.get("SliceThickness")
+        thickness = _get(ds, "SpacingBetweenSlices") or _get(ds, "SliceThickness")
         return _plane_affine(plane, plane.normal * (float(thickness) if thickness else 1.0)), True
-    spacing = ds.get("PixelSpacing") or ds.get("ImagerPixelSpacing")
+    spacing = _get(ds, "PixelSpacing") or _get(ds, "ImagerPixelSpacing")
     row_spacing, column_spacing = (float(spacing[0]), float(spacing[1])) if spacing and len(spacing) == 2 else (1, 1)
     return np.diag([column_spacing, row_spacing, 1.0, 1.0]), False
 
@@ -420,8 +438,8 @@ def _meta(ds: Dataset, affine_lps: np.ndarray, has_patient_geometry: bool, spati
         "spacing": tuple(float(s) for s in np.linalg.norm(affine[:3, :spatial_ndim], axis=0)),
         "space": "RAS",
         "has_patient_geometry": has_patient_geometry,
-        "modality": str(ds.get("Modality", "") or ""),
-        "photometric_interpretation": str(ds.get("PhotometricInterpretation", "") or ""),
+        "modality": str(_get(ds, "Modality", "") or ""),
+        "photometric_interpretation": str(_get(ds, "PhotometricInterpretation", "") or ""),
         "format": "dicom",
     }
 
@@ -468,7 +486,7 @@ def read_series_datasets(directory: Path) -> tuple[dict[str, list[tuple[Path, Da
             logger.debug("skipping %s in a series directory: %s", file, err.reason)
             skipped.append(file.name)
             continue
-        series[str(ds.get("SeriesInstanceUID", "") or "")].append((file, ds))
+        series[str(_get(ds, "SeriesInstanceUID", "") or "")].append((file, ds))
     return dict(series), skipped
 
 
@@ -509,12 +527,12 @@ def _assemble_series(
     directory: Path, members: list[tuple[Path, Dataset]], *, voi_lut: bool
 ) -> tuple[np.ndarray, dict[str, Any]]:
     first_file, first = members[0]
-    shape = (int(first.Rows), int(first.Columns), int(first.get("SamplesPerPixel") or 1))
+    shape = (int(first.Rows), int(first.Columns), int(_get(first, "SamplesPerPixel") or 1))
     planes = []
     for file, ds in members:
         if number_of_frames(ds) > 1:
             raise InvalidInputError(directory, f"{file.name} is a multi-frame object inside a slice series")
-        if (int(ds.Rows), int(ds.Columns), int(ds.get("SamplesPerPixel") or 1)) != shape:
+        if (int(ds.Rows), int(ds.Columns), int(_get(ds, "SamplesPerPixel") or 1)) != shape:
             raise InvalidInputError(
                 directory,
                 f"inconsistent geometry: {file.name} is {ds.Rows}x{ds.Columns}, {first_file.name} is "

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import os
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -151,9 +152,11 @@ def read_image_array(
         series_uid: DICOM directories only: the series to load when the directory holds several.
     """
     path = Path(path)
-    if not path.exists():
-        raise InvalidInputError(path, "no such file or directory")
-    if path.is_dir():
+    try:
+        is_directory = stat.S_ISDIR(path.stat().st_mode)
+    except OSError as err:
+        raise InvalidInputError(path, f"no such file or directory ({err.strerror})") from err
+    if is_directory:
         array, meta = load_dicom_series(path, voi_lut=voi_lut, series_uid=series_uid)
     else:
         suffix = _suffix(path)
@@ -190,7 +193,8 @@ def load_image(path: PathLike, *, voi_lut: bool = False, series_uid: str | None 
     """
     array, meta = read_image_array(path, voi_lut=voi_lut, series_uid=series_uid)
     # MetaTensor.ensure_torch_and_prune_meta would force a C-contiguous copy; keep the strides instead.
-    return MetaTensor(torch.from_numpy(array), affine=torch.as_tensor(meta["affine"], dtype=torch.float64), meta=meta)
+    meta["affine"] = torch.as_tensor(meta["affine"], dtype=torch.float64)
+    return MetaTensor(torch.from_numpy(array), meta=meta)
 
 
 def _concatenate_channels(paths: Sequence[Path], images: list[tuple[np.ndarray, dict[str, Any]]]):

@@ -85,7 +85,8 @@ class ViewStack:
     def __call__(self, record: dict[str, Any]) -> dict[str, Any]:
         out = {k: v for k, v in record.items() if k not in ("views", "roles")}
         blank = torch.zeros(1, self.image_size, self.image_size)
-        images = [self.transform({"image": path})["image"] for path in record["views"]]
+        # Plain tensors: MONAI's MetaTensor would otherwise propagate into losses and logged metrics.
+        images = [self.transform({"image": path})["image"].as_subclass(torch.Tensor) for path in record["views"]]
         count = len(images)
         out["images"] = torch.stack(images + [blank] * (self.slots - count))
         out["view_mask"] = torch.arange(self.slots) < count

@@ -98,8 +98,13 @@ def volume_preprocessing(
         threshold = float(crop_foreground)
         steps.append(
             mt.CropForegroundd(
-                keys=keys, source_key="image", select_fn=_Above(threshold), margin=2, allow_smaller=True,
-                start_coord_key=None, end_coord_key=None,
+                keys=keys,
+                source_key="image",
+                select_fn=_Above(threshold),
+                margin=2,
+                allow_smaller=True,
+                start_coord_key=None,
+                end_coord_key=None,
             )
         )
     if spatial_size is not None:
@@ -428,7 +433,9 @@ class _VolumeDataModule(LightningDataModule):
                 raise InvalidInputError(self.manifest, "segmentation needs a 'label' column (mask paths)")
             frame = frame[frame["label"].notna() & (frame["label"].astype(str).str.strip() != "")]
         if frame.empty:
-            raise InvalidInputError(self.manifest, f"no {'labelled ' if labelled else ''}rows in split(s) {list(splits)}")
+            raise InvalidInputError(
+                self.manifest, f"no {'labelled ' if labelled else ''}rows in split(s) {list(splits)}"
+            )
         limit = self.settings["limit_volumes"]
         return frame.iloc[:limit].reset_index(drop=True) if limit else frame.reset_index(drop=True)
 
@@ -650,6 +657,18 @@ class SegmentationDataModule(_VolumeDataModule):
         self.label_values = list(label_values) if label_values else None
         self.flip_prob, self.rotate_prob = flip_prob, rotate_prob
         self.spatial_dims, self.image_size, self.test_split = spatial_dims, image_size, test_split
+        # Saved in checkpoints: `python -m medcl.export` rebuilds the same preprocessing for inference.
+        self.save_hyperparameters(
+            {
+                **self.settings,
+                "patch_size": list(self.roi_size),
+                "label_values": self.label_values,
+                "num_labeled": num_labeled,
+                "labeled_seed": labeled_seed,
+                "spatial_dims": spatial_dims,
+                "image_size": image_size,
+            }  # fmt: skip
+        )
 
     def labeled_rows(self) -> pd.DataFrame:
         """The training cases used: all labelled ones, or ``num_labeled`` of them drawn with ``labeled_seed``."""

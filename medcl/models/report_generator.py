@@ -212,8 +212,15 @@ class ReportGenerator(nn.Module):
         labels = input_ids.masked_fill(attention == 0, -100)
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
-    def forward(self, images: Tensor, reports: Sequence[str], contexts: Sequence[str] | None = None,
-                view_mask: Tensor | None = None, view_role: Tensor | None = None, max_length: int = 128) -> Tensor:  # fmt: skip
+    def forward(
+        self,
+        images: Tensor,
+        reports: Sequence[str],
+        contexts: Sequence[str] | None = None,
+        view_mask: Tensor | None = None,
+        view_role: Tensor | None = None,
+        max_length: int = 128,
+    ) -> Tensor:
         """Teacher-forced captioning loss (mean token cross-entropy)."""
         memory, mask = self.memory(images, contexts, view_mask, view_role)
         targets = self.tokenize_targets(reports, max_length)

@@ -235,6 +235,8 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     503: {"model": Problem, "description": "models still loading"},
 }
 
+# Module level: FastAPI resolves the (postponed) annotations of endpoint functions in this module's namespace.
+BEARER = HTTPBearer(auto_error=False, description="the service token (MEDCL_SERVE_TOKEN)")
 UploadField = Annotated[UploadFile, File(description="DICOM (.dcm or no suffix), NIfTI (.nii, .nii.gz), PNG or JPEG")]
 
 
@@ -267,9 +269,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.models = models
-    bearer = HTTPBearer(auto_error=False, description="the service token (MEDCL_SERVE_TOKEN)")
-
-    def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]) -> None:
+    def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
         if settings.token is None:
             return
         given = credentials.credentials if credentials is not None else ""

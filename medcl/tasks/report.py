@@ -121,7 +121,7 @@ class ReportGeneration(LightningModule):
             lr_multipliers={p: multiplier for p in prefixes},
             schedule=self.hparams.schedule,
             warmup_steps=self.hparams.warmup_steps,
-            total_steps=int(self.trainer.estimated_stepping_batches) if self.trainer else 1,
+            total_steps=int(self._trainer.estimated_stepping_batches) if self._trainer is not None else 1,
             monitor=self.hparams.monitor,
         )
 
@@ -184,12 +184,12 @@ class ReportGeneration(LightningModule):
 
     def write_outputs(self, frame: pd.DataFrame, split: str) -> Path:
         """Generated reports (+ per-report scores) to CSV; to MLflow as an artifact and a 20-report sample table."""
-        root = Path(self.hparams.output_dir or (self.trainer.default_root_dir if self.trainer else "."))
+        root = Path(self.hparams.output_dir or (self._trainer.default_root_dir if self._trainer is not None else "."))
         root.mkdir(parents=True, exist_ok=True)
         path = root / f"generated_reports_{split}.csv"
         frame.to_csv(path, index=False)
         self.print(f"{len(frame)} generated reports -> {path}")
-        logger = mlflow_logger(self.trainer) if self.trainer else None
+        logger = mlflow_logger(self._trainer) if self._trainer is not None else None
         if logger is not None:
             logger.experiment.log_artifact(logger.run_id, str(path))
             sample = frame[["study_id", "reference", "generated"]].head(20)

@@ -44,7 +44,8 @@ def test_perceiver_rejects_bad_depth_and_batch() -> None:
     with pytest.raises(ConfigError):
         LatentPerceiver(8, depth=0)
     with pytest.raises(ValueError, match="batch"):
-        LatentPerceiver(8, depth=1, head_dim=4, cross_heads=2, latent_heads=2)(torch.randn(2, 3, 8), torch.randn(3, 4, 8))
+        perceiver = LatentPerceiver(8, depth=1, head_dim=4, cross_heads=2, latent_heads=2)
+        perceiver(torch.randn(2, 3, 8), torch.randn(3, 4, 8))
 
 
 def test_view_index() -> None:

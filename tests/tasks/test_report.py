@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pandas as pd
 import pytest
 import torch
@@ -52,14 +54,13 @@ def test_memory_covers_views_prior_and_context(model) -> None:
 def test_generation_controls(model) -> None:
     images = torch.rand(2, 1, 64, 64)
     contexts = [context_prompt("cough", None)] * 2
-    cached = model.generate(images, contexts, num_beams=1, max_new_tokens=12, use_cache=True)
-    uncached = model.generate(images, contexts, num_beams=1, max_new_tokens=12, use_cache=False)
+    cached = model.generate(images, contexts, num_beams=1, max_new_tokens=8, use_cache=True)
+    uncached = model.generate(images, contexts, num_beams=1, max_new_tokens=8, use_cache=False)
     assert cached == uncached  # the KV cache is an optimisation, not a different decoder
-    beams = model.generate(images, contexts, num_beams=3, max_new_tokens=12)
+    beams = model.generate(images, contexts, num_beams=3, max_new_tokens=8)
     assert len(beams) == 2 and all(isinstance(t, str) for t in beams)
-    short = model.generate(images, contexts, num_beams=1, max_new_tokens=3)
-    long = model.generate(images, contexts, num_beams=1, max_new_tokens=3, min_new_tokens=3)
-    assert all(len(model.tokenizer.encode(t)) <= 3 for t in short + long)
+    short = model.generate(images, contexts, num_beams=1, max_new_tokens=3, min_new_tokens=3)
+    assert all(c.startswith(s) and len(s) < len(c) for s, c in zip(short, cached))  # greedy: a prefix
 
 
 def test_captioning_loss_learns(model) -> None:
@@ -77,12 +78,13 @@ def test_captioning_loss_learns(model) -> None:
 
 
 def test_structured_reports_round_trip() -> None:
-    text = "Endotracheal tube 4 cm above the carina. Mild pulmonary edema. Small left pleural effusion. Heart size is normal."
+    text = "ET tube 4 cm above the carina. Mild pulmonary edema. Small left pleural effusion. Heart size is normal."
     structured = structure_report(text)
     assert structured.startswith("Lungs and Airways:- Mild pulmonary edema.")
     assert "Pleura:- Small left pleural effusion." in structured
     assert structured.index("Pleura") < structured.index("Cardiovascular") < structured.index(ORGAN_SECTIONS[4])
-    assert sorted(flatten_structured_report(structured).split(". ")) == sorted(text.split(". "))
+    sentences = sorted(re.split(r"(?<=\.) ", text))
+    assert sorted(re.split(r"(?<=\.) ", flatten_structured_report(structured))) == sentences
 
 
 def test_pretrained_weights_get_the_lower_learning_rate(tmp_path) -> None:
@@ -100,7 +102,7 @@ def manifest(tmp_path_factory: pytest.TempPathFactory):
 
     root = tmp_path_factory.mktemp("report")
     generate_mimic_cxr(root / "mimic", n_subjects=40, seed=5, image_size=64, split_fractions=(0.6, 0.2, 0.2))
-    return prepare("mimic-cxr", root / "mimic", root / "manifest.csv")
+    return prepare("mimic-cxr", root / "mimic", root / "manifest.csv").manifest
 
 
 def test_items_hold_views_prior_and_context(manifest) -> None:
@@ -124,7 +126,7 @@ def test_fit_and_test_write_generated_reports(manifest, tmp_path) -> None:
     trainer = Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, limit_test_batches=2, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")  # fmt: skip
     trainer.fit(task, datamodule=data)
-    assert "train/contrastive_loss" in trainer.logged_metrics
+    assert "train/contrastive_loss_step" in trainer.logged_metrics
     results = trainer.test(task, datamodule=data, verbose=False)[0]
     assert {"test/BLEU_4", "test/ROUGE_L", "test/CIDEr", "test/rule_ce_14_micro_f1"} <= set(results)
     assert not any(k.startswith("test/chexbert") for k in results)
