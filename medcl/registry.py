@@ -406,7 +406,10 @@ class SegmentationPyfunc(MedclPyfunc):
         return {**super().describe(), "labels": self.config.get("labels", {})}
 
 
-WRAPPERS: dict[str, type[MedclPyfunc]] = {ImageTextPyfunc.kind: ImageTextPyfunc, SegmentationPyfunc.kind: SegmentationPyfunc}
+WRAPPERS: dict[str, type[MedclPyfunc]] = {
+    ImageTextPyfunc.kind: ImageTextPyfunc,
+    SegmentationPyfunc.kind: SegmentationPyfunc,
+}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -748,16 +751,20 @@ def register_main(argv: list[str]) -> int:
     source.add_argument("--ckpt", help="Lightning checkpoint of a medcl task: logged as a pyfunc first")
     parser.add_argument("--name", required=True, help="registered model name")
     parser.add_argument("--alias", default=DEFAULT_ALIAS, help="alias to point at the new version ('' for none)")
-    parser.add_argument("--task", default="medcl.tasks.ImageTextPretraining", help="--ckpt: the task class")
+    parser.add_argument(
+        "--task", default="medcl.tasks.ImageTextPretraining", help="--ckpt: task class when the checkpoint lacks it"
+    )
     parser.add_argument("--experiment", default="medcl-models", help="--ckpt: experiment of the logging run")
     args = parser.parse_args(argv)
     mlflow.set_tracking_uri(default_tracking_uri())
     try:
         if args.ckpt:
-            module_name, _, class_name = args.task.rpartition(".")
-            task_cls = getattr(importlib.import_module(module_name), class_name)
             checkpoint = torch.load(args.ckpt, map_location="cpu", weights_only=True)
-            task = task_cls(**checkpoint.get("hyper_parameters", {}))
+            hparams = dict(checkpoint.get("hyper_parameters", {}))
+            # LightningCLI records the task class; `--task` is for checkpoints written without it.
+            module_name, _, class_name = str(hparams.get("_class_path") or args.task).rpartition(".")
+            task_cls = getattr(importlib.import_module(module_name), class_name)
+            task = task_cls(**{k: v for k, v in hparams.items() if not k.startswith("_")})
             load_checkpoint_weights(task, args.ckpt)
             mlflow.set_experiment(args.experiment)
             logged = log_task_model(

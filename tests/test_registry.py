@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import os
 from pathlib import Path
 
 import mlflow
@@ -30,7 +31,7 @@ from medcl.registry import (
 )
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
-TINY = ["--model.init_args.model_overrides={\"image\": {\"widths\": [8, 8, 16, 16]}, \"embed_dim\": 32}"]
+TINY = ['--model.init_args.model_overrides={"image": {"widths": [8, 8, 16, 16]}, "embed_dim": 32}']
 
 
 @pytest.fixture
@@ -50,9 +51,9 @@ def test_uploads_are_decoded_like_files_and_errors_never_name_the_client_file():
     image = read_upload(CT_SMALL.read_bytes(), "Doe_John.dcm")
     assert tuple(image.shape) == (1, 128, 128)
     assert image.meta["filename_or_obj"] == "upload"
-    with pytest.raises(UnsupportedMediaError, match="'.exe'"):
+    with pytest.raises(UnsupportedMediaError, match=r"'\.exe'"):
         read_upload(b"MZ", "scan.exe")
-    with pytest.raises(InvalidInputError, match="^upload: ") as err:
+    with pytest.raises(InvalidInputError, match=r"^upload: ") as err:
         read_upload(CT_SMALL.read_bytes()[:3000], "Doe_John.dcm")
     assert "Doe_John" not in str(err.value) and "/tmp" not in str(err.value)
 
@@ -75,17 +76,17 @@ def test_header_text_values_are_redacted_from_messages():
 # -- image-text models ---------------------------------------------------------------------------------------------
 
 
-def test_fit_logs_best_model_and_medcl_register_promotes_it(synthetic_cxr, tmp_path, tracking):
-    """`medcl fit` with LogBestModel logs + registers the best checkpoint; the pyfunc reproduces the task's
-    embeddings; `medcl register --run/--ckpt` promote it under other aliases."""
-    from mlflow import MlflowClient
-
+@pytest.fixture(scope="module")
+def fitted(synthetic_cxr, tmp_path_factory):
+    """`medcl fit` (1 epoch, tiny) with LogBestModel registering the best checkpoint as cxr-tiny@champion."""
     from medcl.cli import main
-    from medcl.data import load_image
-    from medcl.eval.zeroshot import PROMPTS, class_prompt_embeddings, zero_shot_scores
-    from medcl.registry import load_checkpoint_weights
-    from medcl.tasks import ImageTextPretraining
-    root = tmp_path / "run"
+
+    root = tmp_path_factory.mktemp("fit")
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    previous_env, previous_uri = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
+    os.environ["MLFLOW_TRACKING_URI"] = uri
+    mlflow.set_tracking_uri(uri)
+    callback = {"class_path": "medcl.registry.LogBestModel", "init_args": {"registered_name": "cxr-tiny"}}
     args = [
         "fit",
         "-c",
@@ -97,30 +98,56 @@ def test_fit_logs_best_model_and_medcl_register_promotes_it(synthetic_cxr, tmp_p
         *TINY,
         "--trainer.max_epochs=1",
         "--trainer.enable_progress_bar=false",
-        f"--trainer.default_root_dir={root}",
-        f"--checkpoint.dirpath={root / 'checkpoints'}",
+        f"--trainer.default_root_dir={root / 'run'}",
+        f"--checkpoint.dirpath={root / 'run' / 'checkpoints'}",
+        f"--trainer.callbacks=[{json.dumps(callback)}]",
     ]
-    callback = {"class_path": "medcl.registry.LogBestModel", "init_args": {"registered_name": "cxr-tiny"}}
-    assert main([*args, f"--trainer.callbacks=[{json.dumps(callback)}]"]) == 0
+    try:
+        assert main(args) == 0
+        yield {"uri": uri, "root": root, "best": next((root / "run" / "checkpoints").glob("epoch=*.ckpt"))}
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+        if previous_env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = previous_env
 
-    client = MlflowClient(tracking)
+
+def predict_png(model_uri: str, png: Path) -> pd.DataFrame:
+    return mlflow.pyfunc.load_model(model_uri).predict(
+        pd.DataFrame({"content": [png.read_bytes()], "filename": ["x.jpg"]})
+    )
+
+
+def test_fit_logs_best_model_and_medcl_register_promotes_it(fitted, synthetic_cxr, monkeypatch):
+    """The best checkpoint is logged into the training run with signature and example, registered with an alias,
+    reproduces the task's embeddings and zero-shot scores, and `medcl register --run` promotes it."""
+    from mlflow import MlflowClient
+
+    from medcl.cli import main
+    from medcl.data import load_image
+    from medcl.eval.zeroshot import PROMPTS, class_prompt_embeddings, zero_shot_scores
+    from medcl.registry import load_checkpoint_weights
+    from medcl.tasks import ImageTextPretraining
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fitted["uri"])
+    mlflow.set_tracking_uri(fitted["uri"])
+    client = MlflowClient(fitted["uri"])
     version = client.get_model_version_by_alias("cxr-tiny", "champion")
-    run_id = version.run_id
-    assert client.get_run(run_id).data.params["trainer.max_epochs"] == "1"  # logged into the training run
+    assert client.get_run(version.run_id).data.params["trainer.max_epochs"] == "1"  # logged into the training run
     info = mlflow.models.get_model_info("models:/cxr-tiny@champion")
     assert [c.name for c in info.signature.inputs.inputs] == ["content", "filename"]
     assert info.saved_input_example_info is not None
-    model_dir = Path(mlflow.artifacts.download_artifacts("models:/cxr-tiny@champion", dst_path=str(tmp_path / "m")))
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts("models:/cxr-tiny@champion", dst_path=str(fitted["root"] / "m"))
+    )
     assert not list(model_dir.rglob("*.pkl"))  # models-from-code: nothing is unpickled on load
-    best = next((tmp_path / "run" / "checkpoints").glob("epoch=*.ckpt"))
 
-    # The served model reproduces the task restored from the best checkpoint.
     task = ImageTextPretraining(model_overrides={"image": {"widths": [8, 8, 16, 16]}, "embed_dim": 32})
-    load_checkpoint_weights(task, best)
+    load_checkpoint_weights(task, fitted["best"])
     task.eval()
     png = synthetic_cxr_png(synthetic_cxr)
-    pyfunc = mlflow.pyfunc.load_model("models:/cxr-tiny@champion")
-    out = pyfunc.predict(pd.DataFrame({"content": [png.read_bytes()], "filename": ["x.jpg"]}))
+    out = predict_png("models:/cxr-tiny@champion", png)
     with torch.no_grad():
         expected = task.model.encode_image(radiograph_tensor(load_image(png), 64))[0]
         classes = list(task.hparams.zero_shot_classes)
@@ -129,14 +156,24 @@ def test_fit_logs_best_model_and_medcl_register_promotes_it(synthetic_cxr, tmp_p
     np.testing.assert_allclose(out["embedding"][0], expected.numpy(), atol=1e-5)
     np.testing.assert_allclose(out[classes].to_numpy()[0], scores.numpy(), atol=1e-5)
 
-    assert main(["register", "--run", run_id, "--name", "cxr-tiny", "--alias", "staging"]) == 0
+    assert main(["register", "--run", version.run_id, "--name", "cxr-tiny", "--alias", "staging"]) == 0
     staging = client.get_model_version_by_alias("cxr-tiny", "staging")
     assert staging.version != version.version and staging.source == version.source
-    assert main(["register", "--ckpt", str(best), "--name", "cxr-from-ckpt"]) == 0
-    again = mlflow.pyfunc.load_model("models:/cxr-from-ckpt@champion")
-    from_ckpt = again.predict(pd.DataFrame({"content": [png.read_bytes()], "filename": ["x.jpg"]}))
-    np.testing.assert_allclose(from_ckpt["embedding"][0], out["embedding"][0], atol=1e-5)
     assert main(["register", "--run", "0" * 32, "--name", "nothing"]) == 2
+
+
+@pytest.mark.slow
+def test_medcl_register_from_a_checkpoint_logs_the_same_model(fitted, synthetic_cxr, monkeypatch):
+    from medcl.cli import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", fitted["uri"])
+    mlflow.set_tracking_uri(fitted["uri"])
+    assert main(["register", "--ckpt", str(fitted["best"]), "--name", "cxr-from-ckpt"]) == 0
+    png = synthetic_cxr_png(synthetic_cxr)
+    from_ckpt = predict_png("models:/cxr-from-ckpt@champion", png)
+    np.testing.assert_allclose(
+        from_ckpt["embedding"][0], predict_png("models:/cxr-tiny@champion", png)["embedding"][0], atol=1e-5
+    )
 
 
 def synthetic_cxr_png(synthetic_cxr) -> Path:

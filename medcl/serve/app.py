@@ -37,7 +37,12 @@ from medcl.registry import ImageLimits, ImageTooLargeError, MedclPyfunc, Unsuppo
 
 log = logging.getLogger("medcl.serve")
 
-CAPABILITY_ROUTES = {"embed": "/v1/embed", "zero-shot": "/v1/zero-shot", "report": "/v1/report", "segment": "/v1/segment"}
+CAPABILITY_ROUTES = {
+    "embed": "/v1/embed",
+    "zero-shot": "/v1/zero-shot",
+    "report": "/v1/report",
+    "segment": "/v1/segment",
+}
 
 
 @dataclass
@@ -246,7 +251,9 @@ UploadField = Annotated[UploadFile, File(description="DICOM (.dcm or no suffix),
 
 
 def create_app(
-    settings: ServeSettings, loader: Callable[[str], MedclPyfunc] = load_medcl_model, on_load_failure: Callable | None = None
+    settings: ServeSettings,
+    loader: Callable[[str], MedclPyfunc] = load_medcl_model,
+    on_load_failure: Callable | None = None,
 ) -> FastAPI:
     """Build the app; models load in a background thread started with the app (``/ready`` says when done)."""
     models = ModelSet(settings.models, settings.limits, loader)
@@ -269,6 +276,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.models = models
+
     def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
         if settings.token is None:
             return

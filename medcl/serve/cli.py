@@ -1,8 +1,8 @@
 """``medcl serve --model models:/<name>@<alias> [--model ...]``: run the inference service with uvicorn.
 
-    export MEDCL_SERVE_TOKEN=$(python -c "import secrets; print(secrets.token_urlsafe(32))")
-    medcl serve --model models:/cxr-clip@champion --model models:/ct-seg@champion --host 0.0.0.0 --port 8000
-    curl -H "Authorization: Bearer $MEDCL_SERVE_TOKEN" -F file=@CT_small.dcm http://localhost:8000/v1/embed
+export MEDCL_SERVE_TOKEN=$(python -c "import secrets; print(secrets.token_urlsafe(32))")
+medcl serve --model models:/cxr-clip@champion --model models:/ct-seg@champion --host 0.0.0.0 --port 8000
+curl -H "Authorization: Bearer $MEDCL_SERVE_TOKEN" -F file=@CT_small.dcm http://localhost:8000/v1/embed
 """
 
 from __future__ import annotations

@@ -6,7 +6,6 @@ Only for loopback targets you own: every run is a bounded number of requests.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import random
 import socket
@@ -144,7 +143,8 @@ class LoadResult:
         n = sum(self.statuses.values())
         return (
             f"{n} requests in {self.wall_s:.2f} s ({n / max(self.wall_s, 1e-9):.1f} req/s), "
-            f"statuses {dict(sorted(self.statuses.items()))}, malformed -> {dict(sorted(self.malformed_statuses.items()))}, "
+            f"statuses {dict(sorted(self.statuses.items()))}, "
+            f"malformed -> {dict(sorted(self.malformed_statuses.items()))}, "
             f"transport failures {len(self.failures)}; latency p50 {self.percentile(50):.1f} ms, "
             f"p99 {self.percentile(99):.1f} ms (well-formed p50 {self.percentile(50, True):.1f}, "
             f"p99 {self.percentile(99, True):.1f})"
@@ -166,7 +166,9 @@ async def _load(
 
     rng = random.Random(seed)
     n_bad = round(requests * malformed_fraction)
-    plan = [(True, bad[i % len(bad)]) for i in range(n_bad)] + [(False, good[i % len(good)]) for i in range(requests - n_bad)]
+    plan = [(True, bad[i % len(bad)]) for i in range(n_bad)] + [
+        (False, good[i % len(good)]) for i in range(requests - n_bad)
+    ]
     rng.shuffle(plan)
     result = LoadResult()
     gate = asyncio.Semaphore(concurrency)
@@ -248,8 +250,8 @@ def log_example_models(
     from medcl.registry import (
         ImageEmbedder,
         SegmentationPreprocess,
-        example_png,
         build_network,
+        example_png,
         log_pyfunc,
         log_segmentation_model,
     )

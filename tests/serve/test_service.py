@@ -101,7 +101,7 @@ def test_requests_without_or_with_a_wrong_token_get_401(served):
 @pytest.mark.parametrize(
     ("filename", "content", "status", "message"),
     [
-        ("truncated.dcm", CT_SMALL.read_bytes()[: 4000], 422, "DICOM"),
+        ("truncated.dcm", CT_SMALL.read_bytes()[:4000], 422, "DICOM"),
         ("notes.dcm", b"Patient seen in clinic, doing well.\n" * 50, 422, "DICOM"),
         ("broken.png", example_png(96)[:200], 422, "PNG"),
         ("empty.png", b"", 422, "empty file"),
