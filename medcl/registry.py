@@ -348,31 +348,33 @@ def nifti_bytes(label_map: np.ndarray, affine: np.ndarray) -> bytes:
 class SegmentationPyfunc(MedclPyfunc):
     """Label maps for 3-D volumes, on the input's own voxel grid and affine.
 
-    The volume goes through :func:`medcl.data.transforms.volume_transforms` (RAS orientation, resampling to the
-    training spacing, intensity window), the network runs by MONAI sliding-window inference, and MONAI's
-    ``Invertd`` maps the argmax back to the input grid (nearest neighbour). Artifacts: ``config`` (network spec,
-    preprocessing, label names) and ``weights``.
+    The volume goes through the training preprocessing (:func:`medcl.data.volume.volume_preprocessing`: RAS,
+    resampling, intensity window, optional foreground crop and resize), the network runs by MONAI sliding-window
+    inference, and MONAI's ``Invertd`` maps the argmax back to the input grid (nearest neighbour). Artifacts:
+    ``config`` (network spec, preprocessing, label names) and ``weights``.
     """
 
     kind = "segmentation"
     capabilities = ("segment",)
 
     def load(self, artifacts: Mapping[str, str]) -> None:
-        from medcl.data.transforms import volume_transforms
+        from monai.transforms import EnsureTyped
+
+        from medcl.data.volume import volume_preprocessing
 
         super().load(artifacts)
         self.network = build_network(self.config["network"]).eval()
         self.network.load_state_dict(_load_tensors(artifacts["weights"]))
-        pre = self.config["preprocess"]
-        self.roi_size = tuple(pre["roi_size"])
-        self.preprocess = without_loading(
-            volume_transforms(
-                pixdim=pre["pixdim"],
-                intensity_range=tuple(pre["intensity_range"]) if pre.get("intensity_range") else None,
-                roi_size=self.roi_size,
-                train=False,
-            )
+        pre = SegmentationPreprocess(**self.config["preprocess"])
+        self.settings = pre
+        steps = volume_preprocessing(
+            pixdim=pre.pixdim,
+            intensity_range=pre.intensity_range,
+            crop_foreground=pre.crop_foreground,
+            spatial_size=pre.spatial_size,
         )
+        # Loading is done by read_upload; metadata must survive (track_meta) for Invertd to undo every step.
+        self.preprocess = Compose([t for t in steps if not isinstance(t, (LoadImaged, EnsureTyped))])
 
     def segment(self, image: MetaTensor) -> tuple[np.ndarray, np.ndarray]:
         """-> (label map on the input grid, input affine)."""
@@ -387,8 +389,14 @@ class SegmentationPyfunc(MedclPyfunc):
             raise InvalidInputError(UPLOAD_NAME, f"the model expects {expected} channel(s), got {image.shape[0]}")
         original_affine = np.asarray(image.affine, dtype=np.float64)
         data = self.preprocess({"image": image})
+        pre = self.settings
         logits = sliding_window_inference(
-            data["image"][None].float(), self.roi_size, sw_batch_size=2, predictor=self.network, overlap=0.25
+            data["image"][None].float(),
+            tuple(pre.roi_size),
+            sw_batch_size=pre.sw_batch_size,
+            predictor=self.network,
+            overlap=pre.overlap,
+            padding_mode="constant",
         )
         data["pred"] = MetaTensor(logits[0].argmax(dim=0, keepdim=True).float(), meta=dict(data["image"].meta))
         data["pred"].applied_operations = list(data["image"].applied_operations)
@@ -404,6 +412,19 @@ class SegmentationPyfunc(MedclPyfunc):
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "labels": self.config.get("labels", {})}
+
+
+@dataclass
+class SegmentationPreprocess:
+    """The evaluation preprocessing of :class:`medcl.data.volume.SegmentationDataModule` + sliding-window settings."""
+
+    pixdim: tuple[float, ...] | None = (1.5, 1.5, 2.0)
+    intensity_range: tuple[float, float] | None = (-175.0, 250.0)
+    crop_foreground: float | None = None
+    spatial_size: tuple[int, ...] | None = None
+    roi_size: tuple[int, ...] = (96, 96, 96)
+    sw_batch_size: int = 2
+    overlap: float = 0.25
 
 
 WRAPPERS: dict[str, type[MedclPyfunc]] = {
@@ -601,15 +622,6 @@ def log_image_text_model(task: LightningModule, image_size: int, **kwargs: Any) 
     return log_pyfunc("image_text", config, tensors, example=(example_png(), "example.png"), **kwargs)
 
 
-@dataclass
-class SegmentationPreprocess:
-    """What :func:`medcl.data.transforms.volume_transforms` did in training (evaluation mode)."""
-
-    pixdim: tuple[float, float, float] = (1.5, 1.5, 2.0)
-    intensity_range: tuple[float, float] | None = (-1000.0, 1000.0)
-    roi_size: tuple[int, int, int] = (96, 96, 96)
-
-
 def log_segmentation_model(
     network: nn.Module,
     network_spec: Mapping[str, Any],
@@ -654,6 +666,34 @@ def _builtin_exporters() -> None:
     @register_exporter(ImageTextPretraining)
     def export_image_text(task: LightningModule, data_hparams: Mapping[str, Any], **kwargs: Any) -> LoggedModel:
         return log_image_text_model(task, int(data_hparams.get("image_size", 224)), **kwargs)
+
+    from medcl.tasks.segmentation import Segmentation
+
+    @register_exporter(Segmentation)
+    def export_segmentation(task: LightningModule, data_hparams: Mapping[str, Any], **kwargs: Any) -> LoggedModel:
+        from medcl.export import network_definition
+
+        hparams = task.hparams
+        if int(data_hparams.get("spatial_dims", 3)) != 3:
+            raise ConfigError("only 3-D segmentation models can be logged as MLflow models so far")
+        definition = network_definition(
+            hparams["model"], {**(hparams.get("model_overrides") or {}), "out_channels": hparams["num_classes"]}
+        )
+        spec = {"class_path": definition.pop("_target_"), "init_args": definition}
+        names = list(hparams.get("class_names") or [f"class_{i}" for i in range(1, hparams["num_classes"])])
+        preprocess = SegmentationPreprocess(
+            pixdim=data_hparams.get("pixdim"),
+            intensity_range=data_hparams.get("intensity_range"),
+            crop_foreground=data_hparams.get("crop_foreground"),
+            spatial_size=data_hparams.get("spatial_size"),
+            roi_size=tuple(hparams.get("roi_size", (96, 96, 96))),
+            sw_batch_size=int(hparams.get("sw_batch_size", 2)),
+            overlap=float(hparams.get("sw_overlap", 0.25)),
+        )
+        labels = {0: "background", **{i + 1: n for i, n in enumerate(names)}}
+        return log_segmentation_model(
+            task.network, spec, preprocess=preprocess, labels=labels, name=hparams["model"], **kwargs
+        )
 
 
 def log_task_model(task: LightningModule, data_hparams: Mapping[str, Any] | None = None, **kwargs: Any) -> LoggedModel:

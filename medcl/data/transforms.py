@@ -84,7 +84,8 @@ class LoadGazeHeatmapd(MapTransform):
                     )
             meta = {k: v for k, v in image.meta.items() if k not in ("filename_or_obj", "format")}
             meta["filename_or_obj"] = str(source) if isinstance(source, (str, Path)) else "<array>"
-            d[key] = MetaTensor(heatmap, affine=image.affine.clone(), meta=meta)
+            meta["affine"] = image.affine.clone()
+            d[key] = MetaTensor(heatmap, meta=meta)
             d[f"{key}_present"] = present
         return d
 

@@ -111,3 +111,38 @@ def test_agrees_with_synthetic_ground_truth(synthetic_reports: tuple[list[str], 
     assert consistent.sum() > 0.8 * len(reports)
     for code in (1, 0, -1):
         assert _f1(predicted[consistent], expected[consistent], code) >= 0.95, code
+
+
+def test_chexbert_labeler_loads_release_layout(tmp_path: Path) -> None:
+    """CheXbert's released layout (``model_state_dict``, ``module.`` prefixes) loads and labels; bad files fail."""
+    import shutil
+
+    import torch
+    from transformers import BertConfig
+
+    from medcl.errors import InvalidInputError
+    from medcl.eval.clinical import CheXbert, CheXbertLabeler
+    from medcl.eval.report_cli import score_reports
+    from medcl.models.text_encoders import resolve_text_model
+
+    bert = tmp_path / "bert"
+    bert.mkdir()
+    for name in ("vocab.txt", "tokenizer_config.json", "special_tokens_map.json", "tokenizer.json"):
+        source = Path(resolve_text_model("minilm")) / name
+        if source.is_file():
+            shutil.copy(source, bert / name)
+    config = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=64)  # fmt: skip
+    config.save_pretrained(bert)
+    torch.manual_seed(0)
+    state = {f"module.{k}": v for k, v in CheXbert(str(bert)).state_dict().items()}
+    torch.save({"model_state_dict": state, "epoch": 1}, tmp_path / "chexbert.pth")
+    labeler = CheXbertLabeler(tmp_path / "chexbert.pth", bert=str(bert), device="cpu")
+    codes = labeler(["Moderate cardiomegaly.", ""])
+    assert codes.shape == (2, 14)
+    assert set(np.unique(codes[~np.isnan(codes)])) <= {-1.0, 0.0, 1.0}
+    scores = score_reports(["No effusion."], ["Small effusion."], metrics=("bleu",), chexbert=labeler)
+    assert "chexbert_14_micro_f1" in scores.corpus and not any(k.startswith("rule_ce") for k in scores.corpus)
+    torch.save({"model_state_dict": {"module.linear.weight": torch.zeros(2, 2)}}, tmp_path / "other.pth")
+    with pytest.raises(InvalidInputError, match="not a CheXbert state dict"):
+        CheXbertLabeler(tmp_path / "other.pth", bert=str(bert), device="cpu")

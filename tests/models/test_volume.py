@@ -51,9 +51,7 @@ def test_voco_checkpoint_layout_loads_every_encoder_key(tmp_path, swin48):
     public = _random_like(_encoder_keys(swin48))
     public.update({"proj_head.layer1.0.weight": torch.randn(2048, 1152), "proj_head.layer3.0.bias": torch.randn(2048)})
     for name, layout in {
-        "plain": public,
-        "dataparallel": {f"module.{k}": v for k, v in public.items()},
-        "swin_vit": {k.replace("swinViT", "swin_vit"): v for k, v in public.items()},
+        "dataparallel_swin_vit": {f"module.{k}".replace("swinViT", "swin_vit"): v for k, v in public.items()},
         "student_teacher": {**{f"student.{k}": v for k, v in public.items()},
                             **{f"teacher.{k}": v * 0 for k, v in public.items()}},  # fmt: skip
     }.items():

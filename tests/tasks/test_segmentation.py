@@ -1,0 +1,118 @@
+"""Segmentation fine-tuning: metrics, initialisation reports, 2D from CXR encoders, and the CLI end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import mlflow
+import pytest
+import torch
+from torch import nn
+
+from medcl.cli import main
+from medcl.errors import ConfigError, InvalidInputError
+from medcl.models.image_encoders import MonaiResNetEncoder
+from medcl.tasks.segmentation import Segmentation, overlay_figure
+from medcl.tasks.voco import VoCoPretraining
+
+torch.set_num_threads(1)
+TINY = {"features": [4, 4, 8, 8, 16, 4]}
+
+
+class _Oracle(nn.Module):
+    """Returns confident logits for the class stored in the image: perfect predictions for the metric test."""
+
+    def __init__(self, classes: int) -> None:
+        super().__init__()
+        self.classes = classes
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(images[:, 0].long(), self.classes).movedim(-1, 1).float() * 10
+
+
+def _segmentation(**kwargs) -> Segmentation:
+    defaults = {"model": "unet3d-small", "num_classes": 3, "model_overrides": TINY, "roi_size": (32, 32, 32)}
+    return Segmentation(**{**defaults, **kwargs})
+
+
+def test_dice_and_hd95_per_class_on_perfect_and_shifted_predictions():
+    task = _segmentation(class_names=["organ", "lesion"])
+    label = torch.zeros(1, 1, 24, 24, 16)
+    label[:, :, 4:12, 4:12, 4:12] = 1
+    label[:, :, 14:20, 14:20, 6:10] = 2
+    task.network = _Oracle(3)
+    task.predict_logits = lambda images: task.network(images)  # whole-volume oracle, no windows needed
+    task.dice.reset()
+    task._eval_step({"image": label, "label": label}, 1, "test")
+    metrics = task.evaluation_metrics()
+    assert metrics["dice/organ"] == pytest.approx(1.0) and metrics["dice/lesion"] == pytest.approx(1.0)
+    assert metrics["hd95/organ"] == pytest.approx(0.0) and metrics["dice_mean"] == pytest.approx(1.0)
+    shifted = torch.roll(label, shifts=2, dims=2)
+    task._eval_step({"image": shifted, "label": label}, 1, "test")
+    metrics = task.evaluation_metrics()
+    assert 0.5 < metrics["dice/organ"] < 1.0 and metrics["hd95/organ"] == pytest.approx(2.0)
+
+
+def test_sliding_window_inference_covers_whole_volumes():
+    task = _segmentation()
+    logits = task.predict_logits(torch.rand(1, 1, 40, 36, 20))
+    assert logits.shape == (1, 3, 40, 36, 20)
+    loss = task.training_step({"image": torch.rand(2, 1, 32, 32, 32), "label": torch.randint(0, 3, (2, 1, 32, 32, 32))}, 0)
+    assert torch.isfinite(loss)
+    with pytest.raises(InvalidInputError, match="num_classes"):
+        task.training_step({"image": torch.rand(1, 1, 16, 16, 16), "label": torch.full((1, 1, 16, 16, 16), 5.0)}, 0)
+
+
+def test_init_from_a_voco_checkpoint_reports_a_full_encoder_match(tmp_path, capsys):
+    pretrained = VoCoPretraining(model="unet3d-small", model_overrides=TINY, hidden_dim=16, embed_dim=8)
+    torch.save({"state_dict": pretrained.state_dict()}, tmp_path / "voco.ckpt")
+    task = _segmentation(init_from=str(tmp_path / "voco.ckpt"))
+    assert task.init_report.matched_fraction == 1.0 and not task.init_report.missing
+    assert "matched 40 (100.0% of model keys)" in capsys.readouterr().out
+    assert torch.equal(task.network.down_4.convs.conv_1.conv.weight, pretrained.encoder.down_4.convs.conv_1.conv.weight)
+    with pytest.raises(InvalidInputError, match="shape-mismatched"):
+        _segmentation(model_overrides={"features": [8, 8, 8, 8, 16, 4]}, init_from=str(tmp_path / "voco.ckpt"))
+    with pytest.raises(ConfigError):
+        _segmentation(num_classes=3, class_names=["only one"])
+
+
+def test_2d_segmentation_from_the_cxr_image_tower(tmp_path):
+    tower = MonaiResNetEncoder(depth=10, widths=(32, 64, 128, 256))
+    torch.save({"state_dict": {f"model.image_encoder.{k}": v for k, v in tower.state_dict().items()}}, tmp_path / "c.ckpt")
+    task = Segmentation(model="resnet-unet-cxr", num_classes=2, init_from=str(tmp_path / "c.ckpt"), roi_size=(64, 64))
+    assert task.init_report.matched_fraction == 1.0
+    logits = task.predict_logits(torch.rand(1, 1, 64, 64))
+    assert logits.shape == (1, 2, 64, 64)
+    figure = overlay_figure(torch.rand(64, 64), torch.zeros(64, 64), torch.ones(64, 64))
+    assert len(figure.axes) == 3
+
+
+def test_cli_voco_pretraining_then_few_label_finetuning_logs_to_mlflow(tmp_path, monkeypatch):
+    """`medcl fit -c configs/volume/voco-small.yaml` then `medcl fit -c configs/seg/unet-small.yaml --model.init_from`
+    on a tiny synthetic BTCV tree: the encoder must load fully and both runs must land in MLflow."""
+    monkeypatch.chdir(tmp_path)
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    synthetic = "{n_train: 4, n_test: 1, shape: [40, 40, 24], seed: 0}"
+    common = ["--trainer.max_steps", "2", "--data.init_args.synthetic", synthetic, "--trainer.log_every_n_steps", "1"]
+    main(["fit", "-c", str(configs / "volume" / "voco-small.yaml"), *common,
+          "--model.init_args.hidden_dim", "32", "--model.init_args.embed_dim", "16"])  # fmt: skip
+    checkpoint = tmp_path / "demo_out" / "voco-small" / "checkpoints" / "last.ckpt"
+    assert checkpoint.is_file()
+    main(["fit", "-c", str(configs / "seg" / "unet-small.yaml"), *common, "--trainer.val_check_interval", "2",
+          "--model.init_args.init_from", str(checkpoint)])  # fmt: skip
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["medcl-volume"])
+    seg = runs[runs["tags.mlflow.runName"] == "seg-unet-small"].iloc[0]
+    voco = runs[runs["tags.mlflow.runName"] == "voco-small"].iloc[0]
+    assert seg["metrics.init/matched_fraction"] == 1.0 and seg["metrics.init/missing"] == 0
+    assert not math.isnan(seg["metrics.val/dice_mean"]) and "metrics.val/hd95/liver" in runs
+    assert not math.isnan(voco["metrics.train/position"])
+    client = mlflow.MlflowClient()
+    artifacts = {a.path for a in client.list_artifacts(seg["run_id"])}
+    assert {"init", "overlays", "config.yaml"} <= artifacts
+    report = client.download_artifacts(seg["run_id"], "init/key_match_report.txt", str(tmp_path))
+    assert "100.0% of model keys" in Path(report).read_text()
+    run_file = json.loads((tmp_path / "demo_out" / "seg-small" / "checkpoints" / "mlflow_run.json").read_text())
+    assert run_file["run_id"] == seg["run_id"]

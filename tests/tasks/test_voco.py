@@ -1,0 +1,112 @@
+"""Volume pretraining tasks: VoCo (with / without EMA teacher), SimCLR-3D, SwinUNETR-SSL and Chaitanya's stages."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from medcl.models.volume import load_encoder_weights, create_network
+from medcl.tasks.chaitanya import ChaitanyaPretraining
+from medcl.tasks.ssl3d import SimCLR3DPretraining, SwinSSLPretraining, cut_out, rotate_in_plane
+from medcl.tasks.voco import VoCoPretraining
+
+torch.set_num_threads(1)
+TINY = {"features": [4, 4, 8, 8, 16, 4]}
+
+
+def _voco_batch(batch: int = 2, crops: int = 2, bases: int = 4, size: int = 32) -> dict[str, torch.Tensor]:
+    generator = torch.Generator().manual_seed(0)
+    overlap = torch.rand(batch, crops, bases, generator=generator)
+    return {
+        "crops": torch.rand(batch, crops, 1, size, size, size, generator=generator),
+        "bases": torch.rand(batch, bases, 1, size, size, size, generator=generator),
+        "overlap": overlap / overlap.sum(-1, keepdim=True),
+    }
+
+
+def test_voco_step_backpropagates_and_teacher_follows_student_by_ema():
+    torch.manual_seed(0)
+    task = VoCoPretraining(model="unet3d-small", model_overrides=TINY, hidden_dim=32, embed_dim=16, teacher_momentum=0.5)
+    terms = task.pretraining_loss(_voco_batch())
+    assert set(terms) >= {"loss", "position", "negative", "regularization", "position_mae"}
+    terms["loss"].backward()
+    assert task.encoder.conv_0.conv_0.conv.weight.grad is not None
+    assert all(p.grad is None for p in task.teacher_encoder.parameters())  # the teacher gets no gradient
+    student = task.encoder.down_4.convs.conv_1.conv.weight
+    teacher = task.teacher_encoder.down_4.convs.conv_1.conv.weight
+    with torch.no_grad():
+        student.add_(1.0)
+    before = teacher.detach().clone()
+    task.on_train_batch_end(None, None, 0)
+    torch.testing.assert_close(teacher, 0.5 * before + 0.5 * student.detach())
+
+
+def test_voco_without_teacher_and_checkpoint_keys_match_the_segmentation_encoder(tmp_path):
+    task = VoCoPretraining(model="unet3d-small", model_overrides=TINY, hidden_dim=32, embed_dim=16, teacher_momentum=None)
+    assert task.teacher_encoder is None
+    assert torch.isfinite(task.pretraining_loss(_voco_batch())["loss"])
+    torch.save({"state_dict": task.state_dict()}, tmp_path / "voco.ckpt")
+    network = create_network("unet3d-small", out_channels=3, **TINY)
+    report = load_encoder_weights(network, tmp_path / "voco.ckpt")
+    assert report.matched_fraction == 1.0 and not report.missing
+    assert torch.equal(network.down_2.convs.conv_0.conv.weight, task.encoder.down_2.convs.conv_0.conv.weight)
+
+
+def test_voco_overfits_a_fixed_batch():
+    """The loss must go down when the optimiser repeatedly sees one batch (checks the wiring, not the method)."""
+    torch.manual_seed(0)
+    task = VoCoPretraining(model="unet3d-small", model_overrides=TINY, hidden_dim=32, embed_dim=16, teacher_momentum=None)
+    optimizer = torch.optim.AdamW(task.parameters(), lr=3e-3)
+    batch = _voco_batch()
+    losses = []
+    for _ in range(12):
+        loss = task.pretraining_loss(batch)["loss"]
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0]
+
+
+def test_rotation_and_cutout_helpers():
+    volumes = torch.arange(2 * 4 * 4 * 2, dtype=torch.float32).view(2, 1, 4, 4, 2)
+    rotated = rotate_in_plane(volumes, torch.tensor([0, 2]))
+    assert torch.equal(rotated[0], volumes[0]) and torch.equal(rotated[1], volumes[1].flip(1).flip(2))
+    generator = torch.Generator().manual_seed(0)
+    cut = cut_out(torch.ones(4, 1, 16, 16, 16), fraction=0.5, block=4, generator=generator)
+    assert 0.3 < float((cut == 0).float().mean()) < 0.7
+
+
+@pytest.mark.parametrize("task_class", [SimCLR3DPretraining, SwinSSLPretraining])
+def test_two_view_baselines_train_the_same_encoder(task_class):
+    task = task_class(model="unet3d-small", model_overrides=TINY)
+    batch = {"view1": torch.rand(2, 1, 32, 32, 32), "view2": torch.rand(2, 1, 32, 32, 32)}
+    terms = task.pretraining_loss(batch)
+    terms["loss"].backward()
+    assert torch.isfinite(terms["loss"])
+    assert task.encoder.conv_0.conv_0.conv.weight.grad.abs().sum() > 0
+    if task_class is SwinSSLPretraining:
+        assert set(terms) == {"loss", "rotation", "contrastive", "reconstruction"}
+
+
+def test_chaitanya_global_then_local_stage(tmp_path):
+    batch = {
+        "view1": torch.rand(2, 4, 1, 32, 32),
+        "view2": torch.rand(2, 4, 1, 32, 32),
+        "partition": torch.arange(4).repeat(2, 1),
+    }
+    first = ChaitanyaPretraining(model="unet2d-small", stage="global")
+    first.pretraining_loss(batch)["loss"].backward()
+    torch.save({"state_dict": first.state_dict()}, tmp_path / "global.ckpt")
+    second = ChaitanyaPretraining(model="unet2d-small", stage="local", init_from=str(tmp_path / "global.ckpt"))
+    assert torch.equal(second.network.down_3.convs.conv_0.conv.weight, first.network.down_3.convs.conv_0.conv.weight)
+    frozen = copy.deepcopy(second.network.down_1.convs.conv_0.conv.weight)
+    loss = second.pretraining_loss(batch)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and second.network.down_1.convs.conv_0.conv.weight.grad is None
+    assert second.network.upcat_2.convs.conv_0.conv.weight.grad is not None  # the decoder learns
+    assert torch.equal(frozen, second.network.down_1.convs.conv_0.conv.weight)
+    with pytest.raises(ValueError, match="2D basic_unet"):
+        ChaitanyaPretraining(model="unet3d-small")
