@@ -263,7 +263,7 @@ class ImageEmbedder(nn.Module):
 
 def radiograph_tensor(image: MetaTensor, image_size: int) -> Tensor:
     """A decoded upload -> the (1, 1, S, S) tensor the CXR training pipeline produces for evaluation."""
-    from medcl.data.cxr import cxr_transforms
+    from medcl.data.cxr import cxr_pipeline
 
     spatial = tuple(image.shape[1:])
     if len(spatial) == 3 and spatial[2] == 1:
@@ -274,7 +274,7 @@ def radiograph_tensor(image: MetaTensor, image_size: int) -> Tensor:
         image = image.mean(dim=0, keepdim=True)  # RGB exports of grey radiographs
     elif image.shape[0] != 1:
         raise InvalidInputError(UPLOAD_NAME, f"expected a grey or RGB image, got {image.shape[0]} channels")
-    out = without_loading(cxr_transforms(image_size, train=False))({"image": image})["image"]
+    out = without_loading(cxr_pipeline(image_size, train=False))({"image": image})["image"]
     return torch.as_tensor(out, dtype=torch.float32)[None]
 
 

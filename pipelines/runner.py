@@ -206,6 +206,8 @@ class Pipeline:
                         "%s [%d/%d] %s: finished earlier, skipped", self.name, index + 1, len(self.steps), step.name
                     )
                     continue
+                if done.get("status") == "running":
+                    self._close_interrupted_runs(state["parent_run_id"], step.name)
                 log.info("%s [%d/%d] %s: %s", self.name, index + 1, len(self.steps), step.name, step.description)
                 context = StepContext(
                     pipeline=self.name,
@@ -235,6 +237,18 @@ class Pipeline:
             mlflow.log_dict(state, "pipeline_state.json")
             mlflow.set_tag("medcl.pipeline.status", "finished")
         return state
+
+    def _close_interrupted_runs(self, parent_run_id: str, step: str) -> None:
+        """Mark child runs a killed attempt left RUNNING as KILLED (a resumed Lightning run reopens its own)."""
+        client = MlflowClient()
+        runs = client.search_runs(
+            [_experiment_id(self.experiment)],
+            filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}' and tags.`medcl.step` = '{step}' "
+            "and attributes.status = 'RUNNING'",
+        )
+        for run in runs:
+            log.info("%s: marking interrupted run %s of step %s as KILLED", self.name, run.info.run_id, step)
+            client.set_terminated(run.info.run_id, status="KILLED")
 
 
 def pipeline_main(

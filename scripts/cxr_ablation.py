@@ -37,7 +37,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
         "model_overrides": {"use_context": False, "num_labels": 0},
     },
 }
-METRICS = ("zeroshot_auroc_mean", "gaze_auc", "gaze_hit", "gaze_kl", "i2t_R@5", "t2i_R@5")
+METRICS = ("zeroshot_auroc_mean", "gaze_auc", "gaze_hit", "gaze_kl", "i2t_R5", "t2i_R5")
 # CPU-sized model shared by every variant: narrow ResNet-10 (4x4 patch grid at 128 px), first 2 MiniLM layers.
 SMALL_MODEL = {"text": {"num_hidden_layers": 2, "max_length": 48, "trainable_layers": 0}}
 

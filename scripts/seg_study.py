@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from lightning.pytorch import Trainer, seed_everything
+from lightning.pytorch import Callback, Trainer, seed_everything
 
 from medcl.data.prepare import prepare
 from medcl.data.synthetic.volume import generate_btcv
@@ -41,26 +41,40 @@ ORGANS = {1: "spleen", 2: "right_kidney", 3: "left_kidney", 6: "liver", 7: "stom
 COMMON = {"pixdim": (1.5, 1.5, 2.5), "intensity_range": (-175.0, 250.0), "spatial_size": (64, 64, 32), "num_workers": 0}
 
 
+class Progress(Callback):
+    """A log line every ``every`` steps (the progress bar is off in this batch job)."""
+
+    def __init__(self, every: int = 20) -> None:
+        self.every, self.start = every, time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Trainer, module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step % self.every == 0:
+            loss = float(outputs["loss"]) if isinstance(outputs, dict) else float(outputs)
+            logging.info("step %d loss %.4f (%.0f s)", trainer.global_step, loss, time.perf_counter() - self.start)
+
+
 def trainer(steps: int, root: Path) -> Trainer:
     return Trainer(
+        callbacks=[Progress()],
         max_steps=steps, logger=False, enable_checkpointing=False, enable_progress_bar=False,
         enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0, default_root_dir=root,
         accelerator="cpu", deterministic=False,
     )  # fmt: skip
 
 
-def pretrain(kind: str, manifest: Path, steps: int, model: str, out: Path) -> Path:
+def pretrain(kind: str, manifest: Path, steps: int, model: str, overrides: dict, out: Path) -> Path:
     seed_everything(0, workers=True)
     path = out / f"{kind}.ckpt"
     if path.is_file():
         return path
     if kind == "voco":
         data = VoCoDataModule(str(manifest), grid=(2, 2), base_size=32, roi_size=32, crop_foreground=None,
-                              val_split=None, batch_size=2, **COMMON)  # fmt: skip
-        task = VoCoPretraining(model=model, hidden_dim=256, embed_dim=256, lr=1e-3, warmup_steps=10)
+                              val_split=None, batch_size=1, **COMMON)  # fmt: skip
+        task = VoCoPretraining(model=model, model_overrides=overrides, hidden_dim=256, embed_dim=256, lr=1e-3,
+                               warmup_steps=10)  # fmt: skip
     else:
-        data = VolumeViewsDataModule(str(manifest), roi_size=(32, 32, 32), val_split=None, batch_size=4, **COMMON)
-        task = SimCLR3DPretraining(model=model, embed_dim=128, lr=1e-3, warmup_steps=10)
+        data = VolumeViewsDataModule(str(manifest), roi_size=(32, 32, 32), val_split=None, batch_size=3, **COMMON)
+        task = SimCLR3DPretraining(model=model, model_overrides=overrides, embed_dim=128, lr=1e-3, warmup_steps=10)
     start = time.perf_counter()
     fit = trainer(steps, out)
     fit.fit(task, datamodule=data)
@@ -70,14 +84,14 @@ def pretrain(kind: str, manifest: Path, steps: int, model: str, out: Path) -> Pa
 
 
 def finetune(arm: str, init: Path | None, labels: int, seed: int, manifest: Path, steps: int, model: str,
-             out: Path) -> dict[str, Any]:  # fmt: skip
+             overrides: dict, out: Path) -> dict[str, Any]:  # fmt: skip
     seed_everything(seed, workers=True)
     data = SegmentationDataModule(
         str(manifest), roi_size=(32, 32, 32), num_samples=2, num_labeled=labels, labeled_seed=seed,
-        label_values=list(ORGANS), batch_size=2, **COMMON,
+        label_values=list(ORGANS), batch_size=1, **COMMON,
     )  # fmt: skip
     task = Segmentation(
-        model=model, num_classes=len(ORGANS) + 1, class_names=list(ORGANS.values()), init_from=str(init) if init else None,
+        model=model, model_overrides=overrides, num_classes=len(ORGANS) + 1, class_names=list(ORGANS.values()), init_from=str(init) if init else None,
         roi_size=(32, 32, 32), sw_overlap=0.25, lr=3e-3, warmup_steps=10, compute_hd95=True, overlay_every_n_epochs=0,
     )  # fmt: skip
     start = time.perf_counter()
@@ -111,8 +125,9 @@ def main() -> None:
     parser.add_argument("--labels", type=int, nargs="+", default=[1, 2, 5])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=["scratch", "voco", "simclr3d"])
-    parser.add_argument("--pretrain-steps", type=int, default=300)
-    parser.add_argument("--finetune-steps", type=int, default=80)
+    parser.add_argument("--features", type=int, nargs=6, default=[4, 8, 16, 32, 64, 4], help="BasicUNet widths")
+    parser.add_argument("--pretrain-steps", type=int, default=120)
+    parser.add_argument("--finetune-steps", type=int, default=60)
     parser.add_argument("--n-train", type=int, default=16, help="labelled synthetic cases (a fifth become val)")
     parser.add_argument("--n-test", type=int, default=6, help="unlabelled synthetic cases (pretraining only)")
     parser.add_argument("--threads", type=int, default=1)
@@ -125,11 +140,12 @@ def main() -> None:
     if not manifest.is_file():
         root = generate_btcv(out / "btcv", n_train=args.n_train, n_test=args.n_test, shape=(64, 64, 40), seed=0)
         prepare("btcv", root, manifest, progress=False, workers=1)
+    overrides = {"features": args.features} if args.model.startswith("unet") else {}
     inits = {"scratch": None}
     if "voco" in args.arms:
-        inits["voco"] = pretrain("voco", manifest, args.pretrain_steps, args.model, out)
+        inits["voco"] = pretrain("voco", manifest, args.pretrain_steps, args.model, overrides, out)
     if "simclr3d" in args.arms:
-        inits["simclr3d"] = pretrain("simclr3d", manifest, args.pretrain_steps, args.model, out)
+        inits["simclr3d"] = pretrain("simclr3d", manifest, args.pretrain_steps, args.model, overrides, out)
     results_path = out / "results.csv"
     done = pd.read_csv(results_path) if results_path.is_file() else pd.DataFrame()
     rows = done.to_dict("records")
@@ -138,7 +154,7 @@ def main() -> None:
             for arm in args.arms:
                 if len(done) and ((done["arm"] == arm) & (done["labels"] == labels) & (done["seed"] == seed)).any():
                     continue
-                rows.append(finetune(arm, inits[arm], labels, seed, manifest, args.finetune_steps, args.model, out))
+                rows.append(finetune(arm, inits[arm], labels, seed, manifest, args.finetune_steps, args.model, overrides, out))
                 pd.DataFrame(rows).to_csv(results_path, index=False)
     results = pd.DataFrame(rows)
     text = table(results)

@@ -34,7 +34,17 @@ def serve_image() -> str:
         pytest.skip("podman is not installed")
     if podman("image", "exists", BASE_IMAGE, check=False).returncode != 0:
         pytest.skip(f"base image {BASE_IMAGE} missing (see docs/deployment.md to make it locally)")
-    build = ["build", "--network", "host", "--ulimit", "nofile=20000:20000", "--build-arg", f"BASE_IMAGE={BASE_IMAGE}"]
+    build = [
+        "build",
+        "--format",
+        "docker",
+        "--network",
+        "host",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--build-arg",
+        f"BASE_IMAGE={BASE_IMAGE}",
+    ]
     if CA_BUNDLE.is_file():  # TLS inside the build verifies with this machine's CA bundle
         build += ["-v", f"{CA_BUNDLE}:/etc/ssl/certs/ca-certificates.crt:ro"]
     wheels = os.environ.get("PIP_FIND_LINKS", "")

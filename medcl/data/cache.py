@@ -137,4 +137,4 @@ def in_memory_dataset(
     data: Sequence[Any], transform: Compose, *, cache_rate: float = 1.0, num_workers: int | None = 0
 ) -> CacheDataset:
     """RAM cache of the deterministic prefix of ``transform``, filled once at construction."""
-    return CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers, progress=False)
+    return CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers, progress=True)

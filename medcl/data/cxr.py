@@ -36,16 +36,17 @@ import pandas as pd
 import torch
 from lightning.pytorch import LightningDataModule
 from monai import transforms as mt
-from monai.data import CacheDataset, Dataset
-from monai.transforms import MapTransform
+from monai.data import Dataset
 from torch.utils.data import DataLoader, default_collate
 
+from medcl.data.cache import in_memory_dataset, persistent_dataset
 from medcl.data.manifest import CHEXPERT_LABELS, binarize_labels, read_manifest
-from medcl.data.transforms import LoadGazeHeatmapd
-from medcl.errors import InvalidInputError
+from medcl.data.transforms import cxr_transforms
+from medcl.errors import ConfigError, InvalidInputError
 from medcl.models.cogaze import view_index
 
 GAZE_KEYS = ("gaze", "gaze_sentences")
+CACHE_MODES = ("memory", "disk", "none")
 # Keys whose per-item size varies; cxr_collate pads or lists them instead of stacking.
 _RAGGED_KEYS = ("gaze_sentences", "gaze_sentence_text", "gaze_sentence_count")
 
@@ -77,29 +78,6 @@ def has_context(row: pd.Series) -> bool:
     return bool(_text(row.get("indication")) or _text(row.get("history")))
 
 
-class LoadGazeSentencesd(MapTransform):
-    """Stack the sentence heatmaps listed under ``gaze_sentences`` into one (M, W, H) map on the image's grid.
-
-    Each map goes through :class:`~medcl.data.transforms.LoadGazeHeatmapd` (same axis convention and shape check as
-    the full-reading map); an item without sentences gets one zero channel (``gaze_sentence_count`` = 0).
-    """
-
-    def __init__(self, image_key: str = "image") -> None:
-        super().__init__(keys=["gaze_sentences"])
-        self.image_key = image_key
-        self.load = LoadGazeHeatmapd(keys="map", image_key=image_key)
-
-    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
-        d = dict(data)
-        paths = list(d.get("gaze_sentences") or [])
-        maps = [self.load({self.image_key: d[self.image_key], "map": path})["map"] for path in paths] or [
-            self.load({self.image_key: d[self.image_key], "map": None})["map"]
-        ]
-        d["gaze_sentences"] = torch.cat([torch.as_tensor(m) for m in maps], dim=0)
-        d["gaze_sentence_count"] = len(paths)
-        return d
-
-
 def cxr_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     """``default_collate`` plus padding of the per-sentence gaze maps to the batch's most sentences."""
     # New dicts, never pop: CacheDataset may hand out its cached dicts themselves.
@@ -118,40 +96,18 @@ def cxr_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     return batch
 
 
-def cxr_transforms(image_size: int, train: bool, keys: Sequence[str] = ("image",)) -> mt.Compose:
-    """Deterministic load/resize, then (train only) mild geometric and intensity augmentation.
-
-    Horizontal flips are excluded on purpose: reports say "left"/"right" and the heart sits on the left.
-    The first random transform ends what CacheDataset caches. Gaze keys (``gaze``, ``gaze_sentences``) are loaded
-    onto the image's grid and follow every spatial transform of the image (one random draw for all keys).
-    """
-    image_keys = [k for k in keys if k == "image"]
-    steps: list[mt.Transform] = [
-        mt.LoadImaged(keys=image_keys, image_only=True, ensure_channel_first=True, reader="PILReader"),
-    ]
-    if "gaze" in keys:
-        steps.append(LoadGazeHeatmapd(keys="gaze"))
-    if "gaze_sentences" in keys:
-        steps.append(LoadGazeSentencesd())
-    steps += [
-        mt.ScaleIntensityd(keys=image_keys),
-        mt.Resized(keys=list(keys), spatial_size=image_size, size_mode="longest", anti_aliasing=True),
-        mt.ResizeWithPadOrCropd(keys=list(keys), spatial_size=(image_size, image_size)),
-        mt.EnsureTyped(keys=list(keys), dtype=torch.float32, track_meta=False),
-    ]
-    if train:
-        steps += [
-            mt.RandAffined(
-                keys=list(keys),
-                prob=0.8,
-                rotate_range=math.radians(7),
-                scale_range=0.08,
-                translate_range=image_size * 0.04,
-                padding_mode="zeros",
-            ),
-            mt.RandAdjustContrastd(keys=image_keys, prob=0.3, gamma=(0.8, 1.25)),
-        ]
-    return mt.Compose(steps)
+def cxr_pipeline(image_size: int, train: bool, *, gaze: bool = False) -> mt.Compose:
+    """The CXR image pipeline of training, evaluation and serving: :func:`medcl.data.transforms.cxr_transforms`
+    (image, gaze map and sentence gaze maps on one grid) ending in plain tensors, since batches need no metadata."""
+    pipeline = cxr_transforms(
+        "image",
+        gaze_keys=("gaze",) if gaze else (),
+        sentence_key="gaze_sentences" if gaze else None,
+        size=image_size,
+        train=train,
+    )
+    keys = ["image", *GAZE_KEYS] if gaze else ["image"]
+    return mt.Compose([*pipeline.transforms, mt.EnsureTyped(keys=keys, track_meta=False)])
 
 
 class CXRDataModule(LightningDataModule):
@@ -163,7 +119,9 @@ class CXRDataModule(LightningDataModule):
         batch_size, num_workers: loader settings (per device).
         text_fields: report sections tried in order for the text side.
         uncertain: policy for uncertain labels (``ones``, ``zeros``, ``ignore``; see binarize_labels).
-        cache: ``"memory"`` caches the deterministic part of the pipeline (MONAI CacheDataset), ``"none"`` does not.
+        cache: ``"memory"`` caches the deterministic part of the pipeline in RAM (MONAI CacheDataset), ``"disk"``
+            in ``cache_dir`` (PersistentDataset keyed by a fingerprint of the deterministic transforms; default
+            ``<manifest folder>/cache``), ``"none"`` does not cache.
         synthetic: when set and ``manifest`` does not exist, ``prepare_data`` writes a synthetic MIMIC-CXR-JPG tree
             under ``synthetic_root`` with these generator arguments and runs the ``mimic-cxr`` adapter on it, so a
             demo config runs on a fresh checkout.
@@ -187,6 +145,7 @@ class CXRDataModule(LightningDataModule):
         text_fields: Sequence[str] = ("findings", "impression"),
         uncertain: str = "ones",
         cache: str = "memory",
+        cache_dir: str | None = None,
         frontal_only: bool = False,
         synthetic: dict[str, Any] | None = None,
         synthetic_root: str | None = None,
@@ -195,6 +154,8 @@ class CXRDataModule(LightningDataModule):
         synthetic_gaze: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
+        if cache not in CACHE_MODES:
+            raise ConfigError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
         self.save_hyperparameters()
         self.manifest = Path(manifest)
         self.frames: dict[str, pd.DataFrame] = {}
@@ -268,12 +229,13 @@ class CXRDataModule(LightningDataModule):
         (e.g. to estimate the number of steps) and the cache must be filled only once."""
         key = (split, train)
         if key not in self._datasets:
-            keys = ("image", *GAZE_KEYS) if self.hparams.use_gaze else ("image",)
-            transform = cxr_transforms(self.hparams.image_size, train, keys)
+            transform = cxr_pipeline(self.hparams.image_size, train, gaze=bool(self.hparams.use_gaze))
             data = self.records(split)
             if self.hparams.cache == "memory":
-                workers = self.hparams.num_workers or None
-                self._datasets[key] = CacheDataset(data, transform, num_workers=workers, progress=True)
+                self._datasets[key] = in_memory_dataset(data, transform, num_workers=self.hparams.num_workers or None)
+            elif self.hparams.cache == "disk":
+                cache_dir = Path(self.hparams.cache_dir or self.manifest.parent / "cache")
+                self._datasets[key] = persistent_dataset(data, transform, cache_dir)
             else:
                 self._datasets[key] = Dataset(data, transform)
         return self._datasets[key]

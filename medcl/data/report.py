@@ -25,7 +25,7 @@ import torch
 from monai.data import Dataset
 from torch.utils.data import DataLoader, default_collate
 
-from medcl.data.cxr import CXRDataModule, _text, cxr_transforms
+from medcl.data.cxr import CXRDataModule, _text, cxr_pipeline
 from medcl.data.manifest import CHEXPERT_LABELS, binarize_labels
 from medcl.models.report_generator import ROLES, context_prompt
 
@@ -78,7 +78,7 @@ class ViewStack:
     """Loads and transforms every view of an item with the CXR pipeline and stacks them to ``(V, 1, S, S)``."""
 
     def __init__(self, image_size: int, train: bool, slots: int) -> None:
-        self.transform = cxr_transforms(image_size, train)
+        self.transform = cxr_pipeline(image_size, train)
         self.image_size = image_size
         self.slots = slots
 

@@ -100,14 +100,41 @@ class LoadGazeHeatmapd(MapTransform):
         return np.ascontiguousarray(pixels.T[None])
 
 
+class LoadGazeSentencesd(MapTransform):
+    """Stack the sentence heatmaps listed under ``gaze_sentences`` into one (M, W, H) map on the image's grid.
+
+    Each map goes through :class:`~medcl.data.transforms.LoadGazeHeatmapd` (same axis convention and shape check as
+    the full-reading map); an item without sentences gets one zero channel (``gaze_sentence_count`` = 0).
+    Used for CoGaze's sentence-level gaze loss.
+    """
+
+    def __init__(self, key: str = "gaze_sentences", image_key: str = "image") -> None:
+        super().__init__(keys=[key])
+        self.key = key
+        self.image_key = image_key
+        self.load = LoadGazeHeatmapd(keys="map", image_key=image_key)
+
+    def __call__(self, data: dict[str, Any]) -> dict[str, Any]:
+        d = dict(data)
+        paths = list(d.get(self.key) or [])
+        maps = [self.load({self.image_key: d[self.image_key], "map": path})["map"] for path in paths] or [
+            self.load({self.image_key: d[self.image_key], "map": None})["map"]
+        ]
+        d[self.key] = torch.cat([torch.as_tensor(m) for m in maps], dim=0)
+        d[f"{self.key[:-1] if self.key.endswith('s') else self.key}_count"] = len(paths)
+        return d
+
+
 def load_transforms(
     image_key: str = "image",
     *,
     mask_keys: Sequence[str] = (),
     gaze_keys: Sequence[str] = (),
+    sentence_key: str | None = None,
     voi_lut: bool = False,
 ) -> list[MapTransform]:
-    """Load the image (``voi_lut`` for radiographs), its masks and its gaze heatmaps onto one grid."""
+    """Load the image (``voi_lut`` for radiographs), its masks, its gaze heatmaps and (``sentence_key``) its stack
+    of per-sentence gaze heatmaps onto one grid."""
     transforms: list[MapTransform] = [
         LoadImaged(keys=image_key, reader=MedclReader(voi_lut=voi_lut), image_only=True, dtype=np.float32)
     ]
@@ -115,6 +142,8 @@ def load_transforms(
         transforms.append(LoadImaged(keys=list(mask_keys), reader=MedclReader(), image_only=True, dtype=np.float32))
     if gaze_keys:
         transforms.append(LoadGazeHeatmapd(keys=list(gaze_keys), image_key=image_key))
+    if sentence_key:
+        transforms.append(LoadGazeSentencesd(sentence_key, image_key=image_key))
     return transforms
 
 
@@ -127,6 +156,7 @@ def cxr_transforms(
     *,
     mask_keys: Sequence[str] = (),
     gaze_keys: Sequence[str] = (),
+    sentence_key: str | None = None,
     size: int = 224,
     train: bool = True,
     voi_lut: bool = True,
@@ -140,9 +170,11 @@ def cxr_transforms(
 
     Deterministic steps come first, so caching stores the resized images, not the full-resolution files.
     """
-    keys = [image_key, *mask_keys, *gaze_keys]
+    keys = [image_key, *mask_keys, *gaze_keys, *([sentence_key] if sentence_key else [])]
     modes = _modes(keys, mask_keys, "bilinear")
-    transforms: list[Any] = load_transforms(image_key, mask_keys=mask_keys, gaze_keys=gaze_keys, voi_lut=voi_lut)
+    transforms: list[Any] = load_transforms(
+        image_key, mask_keys=mask_keys, gaze_keys=gaze_keys, sentence_key=sentence_key, voi_lut=voi_lut
+    )
     transforms += [
         Resized(keys=keys, spatial_size=size, size_mode="longest", mode=_modes(keys, mask_keys, "area")),
         SpatialPadd(keys=keys, spatial_size=(size, size)),

@@ -67,7 +67,7 @@ def test_captioning_loss_learns(model) -> None:
     seed_everything(0)
     trainable = create_model("report-gen-demo", **SMALL)
     optimizer = torch.optim.AdamW([p for p in trainable.parameters() if p.requires_grad], lr=3e-3)
-    images, reports = torch.rand(2, 1, 64, 64), ["Moderate cardiomegaly.", "No pleural effusion."]
+    images, reports = torch.rand(2, 1, 32, 32), ["Moderate cardiomegaly.", "No pleural effusion."]
     first = trainable(images, reports).item()
     for _ in range(15):
         optimizer.zero_grad()
@@ -121,9 +121,9 @@ def test_items_hold_views_prior_and_context(manifest) -> None:
 def test_fit_and_test_write_generated_reports(manifest, tmp_path) -> None:
     seed_everything(0)
     data = ReportDataModule(str(manifest), image_size=64, batch_size=4, num_workers=0)
-    task = ReportGeneration(model="report-gen-demo", model_overrides=SMALL, num_beams=2, max_new_tokens=16,
+    task = ReportGeneration(model="report-gen-demo", model_overrides=SMALL, num_beams=2, max_new_tokens=10,
                             val_max_reports=4, output_dir=str(tmp_path), contrastive_weight=0.5)  # fmt: skip
-    trainer = Trainer(max_epochs=1, limit_train_batches=3, limit_val_batches=1, limit_test_batches=2, logger=False,
+    trainer = Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")  # fmt: skip
     trainer.fit(task, datamodule=data)
     assert "train/contrastive_loss_step" in trainer.logged_metrics
@@ -131,4 +131,4 @@ def test_fit_and_test_write_generated_reports(manifest, tmp_path) -> None:
     assert {"test/BLEU_4", "test/ROUGE_L", "test/CIDEr", "test/rule_ce_14_micro_f1"} <= set(results)
     assert not any(k.startswith("test/chexbert") for k in results)
     written = pd.read_csv(tmp_path / "generated_reports_test.csv", keep_default_na=False)
-    assert len(written) == 8 and {"study_id", "reference", "generated", "BLEU_4", "rule_ce_f1"} <= set(written.columns)
+    assert len(written) == 4 and {"study_id", "reference", "generated", "BLEU_4", "rule_ce_f1"} <= set(written.columns)
