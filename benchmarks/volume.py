@@ -137,10 +137,18 @@ def run_phase(phase: str, args: argparse.Namespace) -> dict[str, Any]:
 
         loader = torch.utils.data.DataLoader(data, batch_size=None, collate_fn=lambda x: x)
         trainer = Trainer(
-            max_steps=args.warmup + args.steps, accelerator=device.type, devices=1, precision=args.precision,
-            logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[Timer()], num_sanity_val_steps=0, limit_val_batches=0,
-        )  # fmt: skip
+            max_steps=args.warmup + args.steps,
+            accelerator=device.type,
+            devices=1,
+            precision=args.precision,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            callbacks=[Timer()],
+            num_sanity_val_steps=0,
+            limit_val_batches=0,
+        )
         trainer.fit(task, train_dataloaders=loader)
         volumes_per_step = args.batch
     seconds = statistics.median(times)
@@ -187,7 +195,9 @@ def main() -> None:
     print(f"settings: {settings}")
     print(f"{'phase':<16} {'s/step':>9} {'volumes/s':>10} {'peak MB':>9}")
     for row in rows:
-        print(f"{row['phase']:<16} {row['seconds_per_step']:>9.3f} {row['volumes_per_s']:>10.2f} {row['peak_mb']:>9.0f}")
+        print(
+            f"{row['phase']:<16} {row['seconds_per_step']:>9.3f} {row['volumes_per_s']:>10.2f} {row['peak_mb']:>9.0f}"
+        )
 
 
 if __name__ == "__main__":

@@ -42,10 +42,18 @@ log = logging.getLogger(__name__)
 
 MONAI_NETWORKS = {"swinunetr": "monai.networks.nets.SwinUNETR", "basic_unet": "monai.networks.nets.BasicUNet"}
 NETWORK_KWARGS = {
-    "swinunetr": ("in_channels", "out_channels", "feature_size", "use_v2", "depths", "num_heads", "spatial_dims",
-                  "norm_name"),
+    "swinunetr": (
+        "in_channels",
+        "out_channels",
+        "feature_size",
+        "use_v2",
+        "depths",
+        "num_heads",
+        "spatial_dims",
+        "norm_name",
+    ),
     "basic_unet": ("spatial_dims", "in_channels", "out_channels", "features", "dropout"),
-}  # fmt: skip
+}
 
 
 def network_definition(model: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
@@ -84,19 +92,37 @@ def preprocessing_definition(data: Mapping[str, Any], spatial_dims: int) -> list
             steps.append({"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True})
         else:
             steps.append(
-                {"_target_": "ScaleIntensityRanged", "keys": "image", "a_min": float(window[0]),
-                 "a_max": float(window[1]), "b_min": 0.0, "b_max": 1.0, "clip": True}  # fmt: skip
+                {
+                    "_target_": "ScaleIntensityRanged",
+                    "keys": "image",
+                    "a_min": float(window[0]),
+                    "a_max": float(window[1]),
+                    "b_min": 0.0,
+                    "b_max": 1.0,
+                    "clip": True,
+                }
             )
         if data.get("crop_foreground") is not None:
             threshold = float(data["crop_foreground"])
             steps.append(
-                {"_target_": "CropForegroundd", "keys": "image", "source_key": "image", "margin": 2,
-                 "allow_smaller": True, "select_fn": f"$lambda x: x > {threshold}"}  # fmt: skip
+                {
+                    "_target_": "CropForegroundd",
+                    "keys": "image",
+                    "source_key": "image",
+                    "margin": 2,
+                    "allow_smaller": True,
+                    "select_fn": f"$lambda x: x > {threshold}",
+                }
             )
         if data.get("spatial_size"):
             steps.append(
-                {"_target_": "Resized", "keys": "image", "spatial_size": list(data["spatial_size"]),
-                 "mode": "trilinear", "anti_aliasing": True}  # fmt: skip
+                {
+                    "_target_": "Resized",
+                    "keys": "image",
+                    "spatial_size": list(data["spatial_size"]),
+                    "mode": "trilinear",
+                    "anti_aliasing": True,
+                }
             )
     steps.append({"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"})
     return steps
@@ -121,24 +147,51 @@ def inference_config(
         "network": "$@network_def.to(@device)",
         "preprocessing": {"_target_": "Compose", "transforms": list(preprocessing)},
         "dataset": {"_target_": "Dataset", "data": "$[{'image': i} for i in @datalist]", "transform": "@preprocessing"},
-        "dataloader": {"_target_": "DataLoader", "dataset": "@dataset", "batch_size": 1, "shuffle": False,
-                       "num_workers": 0},  # fmt: skip
-        "inferer": {"_target_": "SlidingWindowInferer", "roi_size": list(roi_size), "sw_batch_size": sw_batch_size,
-                    "overlap": overlap, "mode": "gaussian"},  # fmt: skip
+        "dataloader": {
+            "_target_": "DataLoader",
+            "dataset": "@dataset",
+            "batch_size": 1,
+            "shuffle": False,
+            "num_workers": 0,
+        },
+        "inferer": {
+            "_target_": "SlidingWindowInferer",
+            "roi_size": list(roi_size),
+            "sw_batch_size": sw_batch_size,
+            "overlap": overlap,
+            "mode": "gaussian",
+        },
         "postprocessing": {
             "_target_": "Compose",
             "transforms": [
                 {"_target_": "Activationsd", "keys": "pred", "softmax": True},
-                {"_target_": "Invertd", "keys": "pred", "transform": "@preprocessing", "orig_keys": "image",
-                 "nearest_interp": False, "to_tensor": True},  # fmt: skip
+                {
+                    "_target_": "Invertd",
+                    "keys": "pred",
+                    "transform": "@preprocessing",
+                    "orig_keys": "image",
+                    "nearest_interp": False,
+                    "to_tensor": True,
+                },
                 {"_target_": "AsDiscreted", "keys": "pred", "argmax": True},
-                {"_target_": "SaveImaged", "keys": "pred", "output_dir": "@output_dir", "output_postfix": "seg",
-                 "output_dtype": "$np.uint8", "separate_folder": False, "resample": False},  # fmt: skip
+                {
+                    "_target_": "SaveImaged",
+                    "keys": "pred",
+                    "output_dir": "@output_dir",
+                    "output_postfix": "seg",
+                    "output_dtype": "$np.uint8",
+                    "separate_folder": False,
+                    "resample": False,
+                },
             ],
         },
         "handlers": [
-            {"_target_": "CheckpointLoader", "load_path": "$@bundle_root + '/models/model.pt'",
-             "load_dict": {"model": "@network"}, "map_location": "@device"},  # fmt: skip
+            {
+                "_target_": "CheckpointLoader",
+                "load_path": "$@bundle_root + '/models/model.pt'",
+                "load_dict": {"model": "@network"},
+                "map_location": "@device",
+            },
             {"_target_": "StatsHandler", "iteration_log": False},
         ],
         "evaluator": {
@@ -157,9 +210,15 @@ def inference_config(
 
 
 def metadata(
-    *, task: str, num_classes: int, class_names: Sequence[str], roi_size: Sequence[int], in_channels: int,
-    description: str, init_from: str | None,
-) -> dict[str, Any]:  # fmt: skip
+    *,
+    task: str,
+    num_classes: int,
+    class_names: Sequence[str],
+    roi_size: Sequence[int],
+    in_channels: int,
+    description: str,
+    init_from: str | None,
+) -> dict[str, Any]:
     """MONAI bundle metadata.json with the keys ``monai.bundle verify_metadata`` requires."""
     import ignite
 
@@ -186,17 +245,28 @@ def metadata(
         "network_data_format": {
             "inputs": {
                 "image": {
-                    "type": "image", "format": "hounsfield", "modality": "CT", "num_channels": in_channels,
-                    "spatial_shape": list(roi_size), "dtype": "float32", "value_range": [0, 1],
-                    "is_patch_data": True, "channel_def": {str(i): "image" for i in range(in_channels)},
-                }  # fmt: skip
+                    "type": "image",
+                    "format": "hounsfield",
+                    "modality": "CT",
+                    "num_channels": in_channels,
+                    "spatial_shape": list(roi_size),
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "is_patch_data": True,
+                    "channel_def": {str(i): "image" for i in range(in_channels)},
+                }
             },
             "outputs": {
                 "pred": {
-                    "type": "image", "format": "segmentation", "num_channels": num_classes,
-                    "spatial_shape": list(roi_size), "dtype": "float32", "value_range": [0, 1],
-                    "is_patch_data": True, "channel_def": channels,
-                }  # fmt: skip
+                    "type": "image",
+                    "format": "segmentation",
+                    "num_channels": num_classes,
+                    "spatial_shape": list(roi_size),
+                    "dtype": "float32",
+                    "value_range": [0, 1],
+                    "is_patch_data": True,
+                    "channel_def": channels,
+                }
             },
         },
     }
@@ -250,16 +320,23 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, torchscript_model:
     (out / "models").mkdir(parents=True, exist_ok=True)
     torch.save(network.state_dict(), out / "models" / "model.pt")
     config = inference_config(
-        network_def, preprocessing_definition(data, spatial_dims), roi, hparams.get("sw_batch_size", 4),
+        network_def,
+        preprocessing_definition(data, spatial_dims),
+        roi,
+        hparams.get("sw_batch_size", 4),
         hparams.get("sw_overlap", 0.5),
-    )  # fmt: skip
+    )
     (out / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
     names = list(hparams.get("class_names") or [f"class_{i}" for i in range(1, hparams["num_classes"])])
     meta = metadata(
-        task=f"medcl segmentation ({hparams['model']})", num_classes=hparams["num_classes"], class_names=names,
-        roi_size=roi, in_channels=in_channels, init_from=hparams.get("init_from"),
+        task=f"medcl segmentation ({hparams['model']})",
+        num_classes=hparams["num_classes"],
+        class_names=names,
+        roi_size=roi,
+        in_channels=in_channels,
+        init_from=hparams.get("init_from"),
         description=f"{hparams['model']} fine-tuned with medcl from {hparams.get('init_from') or 'scratch'}",
-    )  # fmt: skip
+    )
     (out / "configs" / "metadata.json").write_text(json.dumps(meta, indent=2))
     summary: dict[str, Any] = {"bundle": str(out), "torchscript": "skipped"}
     if torchscript_model:

@@ -32,14 +32,36 @@ def checkpoint(tmp_path_factory):
         affine = np.diag([-1.2, -1.2, 2.5, 1.0])  # LPS on disk: the bundle must reorient and invert
         nib.save(nib.Nifti1Image(image, affine), root / f"img{i}.nii.gz")
         nib.save(nib.Nifti1Image((image > 0).astype(np.uint8), affine), root / f"lab{i}.nii.gz")
-        rows.append({"image": str(root / f"img{i}.nii.gz"), "label": str(root / f"lab{i}.nii.gz"),
-                     "image_id": str(i), "subject_id": str(i), "split": split})  # fmt: skip
+        rows.append(
+            {
+                "image": str(root / f"img{i}.nii.gz"),
+                "label": str(root / f"lab{i}.nii.gz"),
+                "image_id": str(i),
+                "subject_id": str(i),
+                "split": split,
+            }
+        )
     pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
-    data = SegmentationDataModule(str(root / "manifest.csv"), roi_size=(32, 32, 32), pixdim=(1.5, 1.5, 2.0), batch_size=1)
-    task = Segmentation(model="unet3d-small", num_classes=2, model_overrides={"features": [4, 4, 8, 8, 16, 4]},
-                        roi_size=(32, 32, 32), class_names=["organ"], overlay_every_n_epochs=0)  # fmt: skip
-    trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                      limit_val_batches=0, default_root_dir=root, enable_model_summary=False)  # fmt: skip
+    data = SegmentationDataModule(
+        str(root / "manifest.csv"), roi_size=(32, 32, 32), pixdim=(1.5, 1.5, 2.0), batch_size=1
+    )
+    task = Segmentation(
+        model="unet3d-small",
+        num_classes=2,
+        model_overrides={"features": [4, 4, 8, 8, 16, 4]},
+        roi_size=(32, 32, 32),
+        class_names=["organ"],
+        overlay_every_n_epochs=0,
+    )
+    trainer = Trainer(
+        max_steps=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        limit_val_batches=0,
+        default_root_dir=root,
+        enable_model_summary=False,
+    )
     trainer.fit(task, datamodule=data)
     trainer.save_checkpoint(root / "seg.ckpt")
     return root
@@ -49,8 +71,18 @@ def test_bundle_runs_with_monai_bundle_and_writes_a_segmentation(checkpoint, tmp
     summary = export_bundle(checkpoint / "seg.ckpt", tmp_path / "bundle", torchscript_model=False)
     assert summary["torchscript"] == "skipped"  # covered by the next test
     meta = json.loads((tmp_path / "bundle" / "configs" / "metadata.json").read_text())
-    for key in ("version", "monai_version", "pytorch_version", "numpy_version", "required_packages_version", "task",
-                "description", "authors", "copyright", "network_data_format"):  # fmt: skip
+    for key in (
+        "version",
+        "monai_version",
+        "pytorch_version",
+        "numpy_version",
+        "required_packages_version",
+        "task",
+        "description",
+        "authors",
+        "copyright",
+        "network_data_format",
+    ):
         assert key in meta
     assert meta["network_data_format"]["outputs"]["pred"]["channel_def"] == {"0": "background", "1": "organ"}
     config = json.loads((tmp_path / "bundle" / "configs" / "inference.json").read_text())
@@ -60,9 +92,23 @@ def test_bundle_runs_with_monai_bundle_and_writes_a_segmentation(checkpoint, tmp
     inputs = tmp_path / "in"
     inputs.mkdir()
     (inputs / "case.nii.gz").write_bytes((checkpoint / "img2.nii.gz").read_bytes())
-    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(tmp_path / "bundle/configs/inference.json"),
-               "--bundle_root", str(tmp_path / "bundle"), "--dataset_dir", str(inputs), "--output_dir", str(tmp_path / "out")]  # fmt: skip
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", **_env()})
+    command = [
+        sys.executable,
+        "-m",
+        "monai.bundle",
+        "run",
+        "--config_file",
+        str(tmp_path / "bundle/configs/inference.json"),
+        "--bundle_root",
+        str(tmp_path / "bundle"),
+        "--dataset_dir",
+        str(inputs),
+        "--output_dir",
+        str(tmp_path / "out"),
+    ]
+    result = subprocess.run(
+        command, capture_output=True, text=True, timeout=300, env={"OMP_NUM_THREADS": "1", **_env()}
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     written = nib.load(tmp_path / "out" / "case_seg.nii.gz")
     original = nib.load(inputs / "case.nii.gz")

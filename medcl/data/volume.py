@@ -154,8 +154,18 @@ def overlap_labels(starts: np.ndarray, base_size: int, grid: Sequence[int]) -> n
     """
     gx, gy = grid
     cells = np.arange(max(gx, gy)) * base_size
-    ox = np.clip(np.minimum(starts[:, :1] + base_size, cells[None, :gx] + base_size) - np.maximum(starts[:, :1], cells[None, :gx]), 0, None)  # fmt: skip
-    oy = np.clip(np.minimum(starts[:, 1:] + base_size, cells[None, :gy] + base_size) - np.maximum(starts[:, 1:], cells[None, :gy]), 0, None)  # fmt: skip
+    ox = np.clip(
+        np.minimum(starts[:, :1] + base_size, cells[None, :gx] + base_size)
+        - np.maximum(starts[:, :1], cells[None, :gx]),
+        0,
+        None,
+    )
+    oy = np.clip(
+        np.minimum(starts[:, 1:] + base_size, cells[None, :gy] + base_size)
+        - np.maximum(starts[:, 1:], cells[None, :gy]),
+        0,
+        None,
+    )
     return (ox[:, :, None] * oy[:, None, :]).reshape(len(starts), gx * gy).astype(np.float32) / base_size**2
 
 
@@ -486,8 +496,7 @@ class VoCoDataModule(_VolumeDataModule):
 
     ``spatial_size`` defaults to ``(grid_x * base_size, grid_y * base_size, base_size)``: the public recipe resizes
     every (foreground-cropped) volume to 384 x 384 x 96 for a 4 x 4 grid of 96-voxel bases. Validation (when
-    ``val_split`` has rows) uses the same sampling with a fixed seed, so the validation loss is comparable across
-    epochs.
+    ``val_split`` has rows) uses the same sampling, seeded once, so validation runs are reproducible from run to run.
     """
 
     def __init__(
@@ -530,7 +539,7 @@ class VoCoDataModule(_VolumeDataModule):
 
     def val_dataloader(self) -> DataLoader | list:
         split = self.settings["val_split"]
-        if not split or self.frame is not None and not (self.frame["split"] == split).any():
+        if not split or (self.frame is not None and not (self.frame["split"] == split).any()):
             return []
         return self.loader(self.dataset(self.records(self.rows([split])), self._transform(0)), train=False)
 
@@ -567,7 +576,7 @@ class VolumeViewsDataModule(_VolumeDataModule):
 
     def val_dataloader(self) -> DataLoader | list:
         split = self.settings["val_split"]
-        if not split or self.frame is not None and not (self.frame["split"] == split).any():
+        if not split or (self.frame is not None and not (self.frame["split"] == split).any()):
             return []
         return self.loader(self.dataset(self.records(self.rows([split])), self._transform(0)), train=False)
 
@@ -606,7 +615,7 @@ class SliceContrastDataModule(_VolumeDataModule):
 
     def val_dataloader(self) -> DataLoader | list:
         split = self.settings["val_split"]
-        if not split or self.frame is not None and not (self.frame["split"] == split).any():
+        if not split or (self.frame is not None and not (self.frame["split"] == split).any()):
             return []
         return self.loader(self.dataset(self.records(self.rows([split])), self._transform(0)), train=False)
 
@@ -667,7 +676,7 @@ class SegmentationDataModule(_VolumeDataModule):
                 "labeled_seed": labeled_seed,
                 "spatial_dims": spatial_dims,
                 "image_size": image_size,
-            }  # fmt: skip
+            }
         )
 
     def labeled_rows(self) -> pd.DataFrame:

@@ -71,17 +71,18 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     return _ARCHITECTURES[architecture](**config)
 
 
-def _register_builtin() -> None:
-    if "image_text" in _ARCHITECTURES:
-        return
-    from medcl.models.image_encoders import IMAGE_ENCODERS
-    from medcl.models.image_text import ImageTextModel
-    from medcl.models.text_encoders import TEXT_ENCODERS
+# Modules whose @register_architecture decorators define the built-in architectures; imported on first use so
+# `import medcl.models` stays light and any model name works without importing its task first.
+ARCHITECTURE_MODULES = (
+    "medcl.models.image_text",
+    "medcl.models.cogaze",
+    "medcl.models.volume",
+    "medcl.models.report_generator",
+)
 
-    @register_architecture("image_text")
-    def build_image_text(image: dict, text: dict, **kwargs: Any) -> nn.Module:
-        return ImageTextModel(
-            build_component(image, IMAGE_ENCODERS, "image encoder"),
-            build_component(text, TEXT_ENCODERS, "text encoder"),
-            **kwargs,
-        )
+
+def _register_builtin() -> None:
+    import importlib
+
+    for module in ARCHITECTURE_MODULES:
+        importlib.import_module(module)

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medcl.models.factory import build_component, register_architecture
 from medcl.models.heads import ProjectionHead
+from medcl.models.image_encoders import IMAGE_ENCODERS
 from medcl.models.outputs import EncoderOutput
+from medcl.models.text_encoders import TEXT_ENCODERS
 
 
 class ImageTextModel(nn.Module):
@@ -53,3 +57,13 @@ class ImageTextModel(nn.Module):
         """list of B strings -> (B, embed_dim)."""
         embedding = self.text_projection(self.text_features(texts).pooled)
         return F.normalize(embedding, dim=-1) if normalize else embedding
+
+
+@register_architecture("image_text")
+def build_image_text(image: dict[str, Any], text: dict[str, Any], **kwargs: Any) -> ImageTextModel:
+    """``{"architecture": "image_text", "image": {...}, "text": {...}, "embed_dim": ...}``."""
+    return ImageTextModel(
+        build_component(image, IMAGE_ENCODERS, "image encoder"),
+        build_component(text, TEXT_ENCODERS, "text encoder"),
+        **kwargs,
+    )

@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from monai.networks.nets import BasicUNet, SwinUNETR
 from monai.networks.nets.basic_unet import UpCat
 from torch import Tensor, nn
@@ -404,7 +403,9 @@ def load_encoder_weights(
     covered = [n for n in names if any(k.startswith(f"{n}.") for k in state)]
     if not covered:
         example = ", ".join(list(state)[:3])
-        raise InvalidInputError(path, f"no encoder keys ({', '.join(names)}) in the checkpoint; its keys look like {example}")
+        raise InvalidInputError(
+            path, f"no encoder keys ({', '.join(names)}) in the checkpoint; its keys look like {example}"
+        )
     if scope not in ("covered", "encoder"):
         raise ConfigError(f"scope must be 'covered' or 'encoder', got {scope!r}")
     target: nn.Module = encoder
@@ -412,12 +413,14 @@ def load_encoder_weights(
         target = nn.Module()
         for name in covered:
             target.add_module(name, getattr(encoder, name))
-        log.warning("%s covers encoder modules %s only; %s stay randomly initialised", path, covered,
-                    [n for n in names if n not in covered])  # fmt: skip
+        log.warning(
+            "%s covers encoder modules %s only; %s stay randomly initialised",
+            path,
+            covered,
+            [n for n in names if n not in covered],
+        )
     in_target = {k: v for k, v in state.items() if k.split(".", 1)[0] in covered}
-    report = load_matching_state_dict(
-        target, in_target, source=str(path), min_matched_fraction=min_matched_fraction
-    )
+    report = load_matching_state_dict(target, in_target, source=str(path), min_matched_fraction=min_matched_fraction)
     report.unexpected += [k for k in state if k not in in_target]
     return report
 
@@ -434,4 +437,3 @@ def format_report(report: KeyMatchReport, limit: int = 8) -> str:
             more = f" ... (+{len(keys) - limit})" if len(keys) > limit else ""
             lines.append(f"  {title}: {', '.join(keys[:limit])}{more}")
     return "\n".join(lines)
-

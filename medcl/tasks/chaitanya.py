@@ -104,4 +104,3 @@ class ChaitanyaPretraining(EncoderPretraining):
         maps = self.projection(decoder[self.hparams.decoder_blocks - 1])
         m1, m2 = maps.split(count)
         return {"loss": self.contrast(m1, m2, partitions)}
-

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from medcl.data.manifest import CHEXPERT_LABELS
 from medcl.errors import ConfigError
 from medcl.eval.gaze_agreement import agreement_per_pair, heatmaps_to_patch_grid, sentence_patch_attention
+from medcl.eval.zeroshot import zero_shot_auroc
 from medcl.losses import ClassBalancedBCELoss, GazeAlignmentLoss
 from medcl.losses.temperature import clamped_scale
 from medcl.models.cogaze import CoGazeModel, CoGazeOutput
@@ -253,7 +254,14 @@ class CoGazePretraining(ImageTextPretraining):
 
     def evaluation_metrics(self, outputs: Sequence[Mapping[str, Tensor]]) -> tuple[dict[str, float], list[str]]:
         metrics, skipped = super().evaluation_metrics(outputs)
-        self._eval_embeddings = {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
+        self._eval_embeddings = cat = {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
+        if "image_logits" in cat and self.disease_columns:
+            names = [CHEXPERT_LABELS[i] for i in self.disease_columns]
+            columns = self.disease_columns
+            auroc, _ = zero_shot_auroc(
+                cat["image_logits"][:, columns], cat["labels"][:, columns], cat["label_mask"][:, columns], names
+            )
+            metrics.update({f"disease_head_auroc_{k.lower().replace(' ', '_')}": v for k, v in auroc.items()})
         return metrics, skipped
 
     def _log_evaluation(self, stage: str) -> None:

@@ -155,7 +155,11 @@ class Segmentation(LightningModule):
         if self.hparams.compute_hd95:
             self.hd95(prediction, target)
         if batch_idx == 0 and stage == "val":
-            self._overlay = {"image": images[0, 0].cpu(), "label": labels[0, 0].cpu(), "pred": prediction[0].argmax(0).cpu()}
+            self._overlay = {
+                "image": images[0, 0].cpu(),
+                "label": labels[0, 0].cpu(),
+                "pred": prediction[0].argmax(0).cpu(),
+            }
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, batch_idx, "val")

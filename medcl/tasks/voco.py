@@ -133,9 +133,7 @@ class VoCoPretraining(EncoderPretraining):
         terms = self.loss.terms(student_crops, student_bases, overlap, *teacher)
         loss = terms["position"] + terms["negative"] + self.loss.regularization_weight * terms["regularization"]
         with torch.no_grad():
-            predicted = F.relu(
-                F.normalize(student_crops, dim=-1) @ F.normalize(student_bases, dim=-1).transpose(1, 2)
-            )
+            predicted = F.relu(F.normalize(student_crops, dim=-1) @ F.normalize(student_bases, dim=-1).transpose(1, 2))
             terms["position_mae"] = (predicted - overlap).abs().mean()
         return {"loss": loss, **terms}
 

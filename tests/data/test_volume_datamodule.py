@@ -103,8 +103,15 @@ def volume_manifest(tmp_path_factory) -> Path:
         affine = np.diag([1.5, 1.5, 2.0, 1.0])
         nib.save(nib.Nifti1Image(image, affine), root / f"img{i}.nii.gz")
         nib.save(nib.Nifti1Image(label, affine), root / f"lab{i}.nii.gz")
-        rows.append({"image": str(root / f"img{i}.nii.gz"), "label": str(root / f"lab{i}.nii.gz"),
-                     "image_id": f"case{i}", "subject_id": f"s{i}", "split": split})  # fmt: skip
+        rows.append(
+            {
+                "image": str(root / f"img{i}.nii.gz"),
+                "label": str(root / f"lab{i}.nii.gz"),
+                "image_id": f"case{i}",
+                "subject_id": f"s{i}",
+                "split": split,
+            }
+        )
     manifest = root / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     return manifest
@@ -112,9 +119,15 @@ def volume_manifest(tmp_path_factory) -> Path:
 
 def test_segmentation_datamodule_few_labels_and_patches(volume_manifest):
     data = SegmentationDataModule(
-        str(volume_manifest), roi_size=(16, 16, 16), num_samples=3, num_labeled=2, labeled_seed=1,
-        label_values=[1, 3], pixdim=None, batch_size=2,
-    )  # fmt: skip
+        str(volume_manifest),
+        roi_size=(16, 16, 16),
+        num_samples=3,
+        num_labeled=2,
+        labeled_seed=1,
+        label_values=[1, 3],
+        pixdim=None,
+        batch_size=2,
+    )
     chosen = data.labeled_rows()["image_id"].tolist()
     assert len(chosen) == 2 and chosen == data.labeled_rows()["image_id"].tolist()
     other = SegmentationDataModule(str(volume_manifest), num_labeled=2, labeled_seed=2, pixdim=None).labeled_rows()
@@ -123,7 +136,7 @@ def test_segmentation_datamodule_few_labels_and_patches(volume_manifest):
     batch = next(iter(data.train_dataloader()))
     assert batch["image"].shape == (6, 1, 16, 16, 16)  # 2 volumes x 3 patches
     assert set(torch.unique(batch["label"]).tolist()) <= {0.0, 1.0, 2.0}
-    assert -0.15 <= float(batch["image"].min()) and float(batch["image"].max()) <= 1.15  # HU window, +-0.1 shift
+    assert float(batch["image"].min()) >= -0.15 and float(batch["image"].max()) <= 1.15  # HU window, +-0.1 shift
     val = next(iter(data.val_dataloader()))
     assert val["image"].shape == (1, 1, 40, 40, 24)  # whole volume for sliding-window inference
     with pytest.raises(ConfigError, match="only 4 labelled"):

@@ -22,8 +22,10 @@ torch.set_num_threads(1)
 
 def _random_like(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(0)
-    return {k: torch.randn(v.shape, generator=generator).to(v.dtype) if v.is_floating_point() else v.clone()
-            for k, v in state.items()}  # fmt: skip
+    return {
+        k: torch.randn(v.shape, generator=generator).to(v.dtype) if v.is_floating_point() else v.clone()
+        for k, v in state.items()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +54,10 @@ def test_voco_checkpoint_layout_loads_every_encoder_key(tmp_path, swin48):
     public.update({"proj_head.layer1.0.weight": torch.randn(2048, 1152), "proj_head.layer3.0.bias": torch.randn(2048)})
     for name, layout in {
         "dataparallel_swin_vit": {f"module.{k}".replace("swinViT", "swin_vit"): v for k, v in public.items()},
-        "student_teacher": {**{f"student.{k}": v for k, v in public.items()},
-                            **{f"teacher.{k}": v * 0 for k, v in public.items()}},  # fmt: skip
+        "student_teacher": {
+            **{f"student.{k}": v for k, v in public.items()},
+            **{f"teacher.{k}": v * 0 for k, v in public.items()},
+        },
     }.items():
         path = tmp_path / f"voco_{name}.pt"
         torch.save(layout, path)
@@ -71,14 +75,18 @@ def test_monai_model_swinvit_layout_loads_every_swin_key(tmp_path):
     network = create_network("swinunetr-ssl", out_channels=14)
     swin = {k[len("swinViT.") :]: v for k, v in network.state_dict().items() if k.startswith("swinViT.")}
     public = _random_like(swin)
-    layout = {f"module.{k}".replace(".mlp.linear1.", ".mlp.fc1.").replace(".mlp.linear2.", ".mlp.fc2."): v
-              for k, v in public.items()}  # fmt: skip
+    layout = {
+        f"module.{k}".replace(".mlp.linear1.", ".mlp.fc1.").replace(".mlp.linear2.", ".mlp.fc2."): v
+        for k, v in public.items()
+    }
     layout["module.rotation_head.weight"] = torch.randn(4, 768)
     torch.save({"state_dict": layout, "epoch": 100}, tmp_path / "model_swinvit.pt")
     report = load_encoder_weights(network, tmp_path / "model_swinvit.pt")
     assert report.matched_fraction == 1.0 and len(report.matched) == len(public)
     assert report.unexpected == ["rotation_head.weight"]
-    assert torch.equal(network.swinViT.layers2[0].blocks[1].mlp.linear1.weight, public["layers2.0.blocks.1.mlp.linear1.weight"])
+    assert torch.equal(
+        network.swinViT.layers2[0].blocks[1].mlp.linear1.weight, public["layers2.0.blocks.1.mlp.linear1.weight"]
+    )
     # Over the whole encoder, the CNN blocks that model_swinvit.pt lacks are reported missing.
     whole = load_encoder_weights(network, tmp_path / "model_swinvit.pt", scope="encoder", min_matched_fraction=0.5)
     assert whole.matched_fraction < 1.0 and any(k.startswith("encoder10.") for k in whole.missing)
@@ -87,7 +95,9 @@ def test_monai_model_swinvit_layout_loads_every_swin_key(tmp_path):
 def test_shape_mismatch_and_foreign_checkpoints_fail_loudly(tmp_path, swin48):
     torch.save(_encoder_keys(swin48), tmp_path / "fs48.pt")
     with pytest.raises(InvalidInputError, match="shape-mismatched"):
-        load_encoder_weights(create_network("swinunetr-tiny", out_channels=2, depths=[2, 2, 2, 2]), tmp_path / "fs48.pt")
+        load_encoder_weights(
+            create_network("swinunetr-tiny", out_channels=2, depths=[2, 2, 2, 2]), tmp_path / "fs48.pt"
+        )
     torch.save({"fc.weight": torch.zeros(2, 2)}, tmp_path / "other.pt")
     with pytest.raises(InvalidInputError, match="no encoder keys"):
         load_encoder_weights(swin48, tmp_path / "other.pt")
@@ -119,8 +129,14 @@ def test_cxr_image_text_encoder_initialises_the_2d_resnet_unet(tmp_path):
 
 
 def test_normalize_keys_strips_lightning_prefixes():
-    keys = normalize_encoder_keys({"encoder.conv_0.x": torch.zeros(1), "teacher_encoder.conv_0.x": torch.ones(1),
-                                   "network.down_1.y": torch.zeros(1)}, ("conv_0", "down_1"))  # fmt: skip
+    keys = normalize_encoder_keys(
+        {
+            "encoder.conv_0.x": torch.zeros(1),
+            "teacher_encoder.conv_0.x": torch.ones(1),
+            "network.down_1.y": torch.zeros(1),
+        },
+        ("conv_0", "down_1"),
+    )
     assert set(keys) == {"conv_0.x", "down_1.y"}
 
 

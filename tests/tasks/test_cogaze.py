@@ -94,13 +94,21 @@ def test_gaze_inputs_use_only_items_with_gaze() -> None:
     torch.testing.assert_close(targets[mask].sum(-1), torch.ones(int(mask.sum())))
 
 
-def test_fit_test_and_reload(tree: dict[str, Path], tmp_path: Path) -> None:
+def test_fit_test_reload_and_eval_cli(
+    tree: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    from mlflow import MlflowClient
+
     from medcl.eval.cli import load_task
+    from medcl.tracking import MedclMLFlowLogger
 
     seed_everything(0)
     data = datamodule(tree)
-    task = CoGazePretraining("cogaze-small", model_overrides=TINY, lr=1e-3, figures=False)
-    trainer = Trainer(max_steps=2, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+    task = CoGazePretraining("cogaze-small", model_overrides=TINY, lr=1e-3)
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    art = str(tmp_path / "art")
+    logger = MedclMLFlowLogger("test-cogaze", tracking_uri=uri, artifact_location=art, log_model=False)
+    trainer = Trainer(max_steps=2, logger=logger, enable_checkpointing=False, enable_progress_bar=False,
                       enable_model_summary=False, limit_val_batches=0, num_sanity_val_steps=0)  # fmt: skip
     trainer.fit(task, datamodule=data)
     metrics = trainer.callback_metrics
@@ -110,6 +118,11 @@ def test_fit_test_and_reload(tree: dict[str, Path], tmp_path: Path) -> None:
     results = trainer.test(task, datamodule=data, verbose=False)[0]
     assert 0.0 <= results["test/gaze_auc"] <= 1.0 and results["test/gaze_pairs"] > 0
     assert 0.0 <= results["test/zeroshot_auroc_mean"] <= 1.0 and "test/i2t_R1" in results
+    assert 0.0 <= results["test/disease_head_auroc_mean"] <= 1.0
+    client = MlflowClient(uri)
+    figures = {a.path for a in client.list_artifacts(logger.run_id, "figures")}
+    assert figures == {f"figures/test_{n}.png" for n in ("gaze_overlays", "embedding_map", "retrieval_examples")}
+    assert client.get_run(logger.run_id).data.metrics["test/gaze_auc"] == pytest.approx(results["test/gaze_auc"])
 
     path = tmp_path / "cogaze.ckpt"
     trainer.save_checkpoint(path)
@@ -118,6 +131,17 @@ def test_fit_test_and_reload(tree: dict[str, Path], tmp_path: Path) -> None:
     assert loaded.hparams.disease_counts == task.hparams.disease_counts
     for key, value in task.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
+
+    # `medcl eval` on the checkpoint: manifests and image size come from the checkpoint's datamodule.
+    from medcl.eval.cli import eval_main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    capsys.readouterr()
+    assert eval_main(["linear-probe", "--ckpt", str(path), "--fractions", "0.5", "1", "--repeats", "1"]) == 0
+    printed = capsys.readouterr().out
+    assert "linear_probe/auroc_mean_100pct" in printed and "linear_probe/n_train_50pct" in printed
+    assert eval_main(["gaze", "--ckpt", str(path), "--split", "test"]) == 0
+    assert "gaze_auc" in capsys.readouterr().out
 
 
 def test_convirt_baseline_optimises_only_the_contrast(tree: dict[str, Path]) -> None:

@@ -59,7 +59,9 @@ def test_sliding_window_inference_covers_whole_volumes():
     task = _segmentation()
     logits = task.predict_logits(torch.rand(1, 1, 40, 36, 20))
     assert logits.shape == (1, 3, 40, 36, 20)
-    loss = task.training_step({"image": torch.rand(2, 1, 32, 32, 32), "label": torch.randint(0, 3, (2, 1, 32, 32, 32))}, 0)
+    loss = task.training_step(
+        {"image": torch.rand(2, 1, 32, 32, 32), "label": torch.randint(0, 3, (2, 1, 32, 32, 32))}, 0
+    )
     assert torch.isfinite(loss)
     with pytest.raises(InvalidInputError, match="num_classes"):
         task.training_step({"image": torch.rand(1, 1, 16, 16, 16), "label": torch.full((1, 1, 16, 16, 16), 5.0)}, 0)
@@ -80,7 +82,9 @@ def test_init_from_a_voco_checkpoint_reports_a_full_encoder_match(tmp_path, caps
 
 def test_2d_segmentation_from_the_cxr_image_tower(tmp_path):
     tower = MonaiResNetEncoder(depth=10, widths=(32, 64, 128, 256))
-    torch.save({"state_dict": {f"model.image_encoder.{k}": v for k, v in tower.state_dict().items()}}, tmp_path / "c.ckpt")
+    torch.save(
+        {"state_dict": {f"model.image_encoder.{k}": v for k, v in tower.state_dict().items()}}, tmp_path / "c.ckpt"
+    )
     task = Segmentation(model="resnet-unet-cxr", num_classes=2, init_from=str(tmp_path / "c.ckpt"), roi_size=(64, 64))
     assert task.init_report.matched_fraction == 1.0
     logits = task.predict_logits(torch.rand(1, 1, 64, 64))
@@ -96,12 +100,32 @@ def test_cli_voco_pretraining_then_few_label_finetuning_logs_to_mlflow(tmp_path,
     configs = Path(__file__).resolve().parents[2] / "configs"
     synthetic = "{n_train: 4, n_test: 1, shape: [40, 40, 24], seed: 0}"
     common = ["--trainer.max_steps", "2", "--data.init_args.synthetic", synthetic, "--trainer.log_every_n_steps", "1"]
-    main(["fit", "-c", str(configs / "volume" / "voco-small.yaml"), *common,
-          "--model.init_args.hidden_dim", "32", "--model.init_args.embed_dim", "16"])  # fmt: skip
+    main(
+        [
+            "fit",
+            "-c",
+            str(configs / "volume" / "voco-small.yaml"),
+            *common,
+            "--model.init_args.hidden_dim",
+            "32",
+            "--model.init_args.embed_dim",
+            "16",
+        ]
+    )
     checkpoint = tmp_path / "demo_out" / "voco-small" / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
-    main(["fit", "-c", str(configs / "seg" / "unet-small.yaml"), *common, "--trainer.val_check_interval", "2",
-          "--model.init_args.init_from", str(checkpoint)])  # fmt: skip
+    main(
+        [
+            "fit",
+            "-c",
+            str(configs / "seg" / "unet-small.yaml"),
+            *common,
+            "--trainer.val_check_interval",
+            "2",
+            "--model.init_args.init_from",
+            str(checkpoint),
+        ]
+    )
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["medcl-volume"])
     seg = runs[runs["tags.mlflow.runName"] == "seg-unet-small"].iloc[0]

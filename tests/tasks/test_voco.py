@@ -7,7 +7,7 @@ import copy
 import pytest
 import torch
 
-from medcl.models.volume import load_encoder_weights, create_network
+from medcl.models.volume import create_network, load_encoder_weights
 from medcl.tasks.chaitanya import ChaitanyaPretraining
 from medcl.tasks.ssl3d import SimCLR3DPretraining, SwinSSLPretraining, cut_out, rotate_in_plane
 from medcl.tasks.voco import VoCoPretraining
@@ -28,7 +28,9 @@ def _voco_batch(batch: int = 2, crops: int = 2, bases: int = 4, size: int = 32) 
 
 def test_voco_step_backpropagates_and_teacher_follows_student_by_ema():
     torch.manual_seed(0)
-    task = VoCoPretraining(model="unet3d-small", model_overrides=TINY, hidden_dim=32, embed_dim=16, teacher_momentum=0.5)
+    task = VoCoPretraining(
+        model="unet3d-small", model_overrides=TINY, hidden_dim=32, embed_dim=16, teacher_momentum=0.5
+    )
     terms = task.pretraining_loss(_voco_batch())
     assert set(terms) >= {"loss", "position", "negative", "regularization", "position_mae"}
     terms["loss"].backward()
@@ -44,7 +46,9 @@ def test_voco_step_backpropagates_and_teacher_follows_student_by_ema():
 
 
 def test_voco_without_teacher_and_checkpoint_keys_match_the_segmentation_encoder(tmp_path):
-    task = VoCoPretraining(model="unet3d-small", model_overrides=TINY, hidden_dim=32, embed_dim=16, teacher_momentum=None)
+    task = VoCoPretraining(
+        model="unet3d-small", model_overrides=TINY, hidden_dim=32, embed_dim=16, teacher_momentum=None
+    )
     assert task.teacher_encoder is None
     assert torch.isfinite(task.pretraining_loss(_voco_batch())["loss"])
     torch.save({"state_dict": task.state_dict()}, tmp_path / "voco.ckpt")
@@ -57,7 +61,9 @@ def test_voco_without_teacher_and_checkpoint_keys_match_the_segmentation_encoder
 def test_voco_overfits_a_fixed_batch():
     """The loss must go down when the optimiser repeatedly sees one batch (checks the wiring, not the method)."""
     torch.manual_seed(0)
-    task = VoCoPretraining(model="unet3d-small", model_overrides=TINY, hidden_dim=32, embed_dim=16, teacher_momentum=None)
+    task = VoCoPretraining(
+        model="unet3d-small", model_overrides=TINY, hidden_dim=32, embed_dim=16, teacher_momentum=None
+    )
     optimizer = torch.optim.AdamW(task.parameters(), lr=3e-3)
     batch = _voco_batch()
     losses = []
@@ -110,3 +116,20 @@ def test_chaitanya_global_then_local_stage(tmp_path):
     assert torch.equal(frozen, second.network.down_1.convs.conv_0.conv.weight)
     with pytest.raises(ValueError, match="2D basic_unet"):
         ChaitanyaPretraining(model="unet3d-small")
+
+
+@pytest.mark.slow
+def test_voco_and_segmentation_steps_with_swinunetr():
+    """The SwinUNETR path end to end on CPU (slow: tens of seconds per 64^3 step on a shared 2-core machine)."""
+    from medcl.tasks.segmentation import Segmentation
+
+    task = VoCoPretraining(model="swinunetr-tiny", hidden_dim=32, embed_dim=16, teacher_momentum=0.9)
+    batch = _voco_batch(batch=1, crops=1, bases=2, size=64)
+    loss = task.pretraining_loss(batch)["loss"]
+    loss.backward()
+    assert torch.isfinite(loss) and task.encoder.swinViT.patch_embed.proj.weight.grad is not None
+    segmentation = Segmentation(model="swinunetr-tiny", num_classes=3, roi_size=(64, 64, 64))
+    step = segmentation.training_step(
+        {"image": torch.rand(1, 1, 64, 64, 64), "label": torch.randint(0, 3, (1, 1, 64, 64, 64)).float()}, 0
+    )
+    assert torch.isfinite(step)
