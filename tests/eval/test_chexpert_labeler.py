@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from medcl.data.manifest import CHEXPERT_LABELS
-from medcl.data.reports import parse_report
 from medcl.eval.chexpert_labeler import label_report, label_reports, labelled_section
 from medcl.eval.clinical import binarize_rrg, ce_scores, per_report_f1
 
@@ -101,16 +100,8 @@ def test_agrees_with_synthetic_ground_truth(synthetic_reports: tuple[list[str], 
     predicted = label_reports([labelled_section(r) for r in reports])
     expected = truth[list(CHEXPERT_LABELS)].to_numpy(float)
     assert (expected == -1).sum() > 20 and (expected == 0).sum() > 100  # all three kinds are really exercised
-    for code in (1, -1):
+    for code in (1, 0, -1):  # positive, negated and uncertain mentions
         assert _f1(predicted, expected, code) >= 0.95, code
-    # Negations: the generator labels impression-only reports from their summary sentences even when the impression
-    # also repeats the findings-section sentences (so the text negates observations its labels leave blank). On the
-    # reports whose labelled text is exactly the labelled sentences the labeler must agree on all three kinds.
-    sections = [parse_report(r) for r in reports]
-    consistent = np.array(["findings" in s or "impression" not in s for s in sections])
-    assert consistent.sum() > 0.8 * len(reports)
-    for code in (1, 0, -1):
-        assert _f1(predicted[consistent], expected[consistent], code) >= 0.95, code
 
 
 def test_chexbert_labeler_loads_release_layout(tmp_path: Path) -> None:

@@ -336,10 +336,12 @@ def _compose_report(
         labelled = impression
     elif structure == "impression_only":
         # Impression-only reports often describe everything there: the findings sentences, then the summary.
-        extra = [m.text for m in impression if m.text not in body]
-        combined = " ".join([body, *extra]) if rng.random() < 0.5 else summary
+        extra = [m for m in impression if m.text not in body]
+        described = rng.random() < 0.5
+        combined = " ".join([body, *(m.text for m in extra)]) if described else summary
         lines += text.wrap_section(impression_header, combined, inline=False)
-        labelled = impression
+        # Labels come from what the labelled section actually says (negations in the body included).
+        labelled = findings_mentions + extra if described else impression
     elif structure == "findings_only":
         lines += text.wrap_section("FINDINGS", body, inline=False)
         labelled = findings_mentions
