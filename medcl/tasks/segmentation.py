@@ -214,7 +214,9 @@ class Segmentation(LightningModule):
         logger = mlflow_logger(self.trainer)
         if logger is None or not self.trainer.is_global_zero:
             return
-        figure = overlay_figure(sample["image"], sample["label"], sample["pred"], title=f"epoch {self.current_epoch}")
+        figure = overlay_figure(
+            sample["image"], sample["label"], sample["pred"], self.hparams.num_classes, f"epoch {self.current_epoch}"
+        )
         logger.experiment.log_figure(logger.run_id, figure, f"overlays/epoch_{self.current_epoch:04d}.png")
         import matplotlib.pyplot as plt
 
@@ -224,7 +226,7 @@ class Segmentation(LightningModule):
         return self.predict_logits(batch["image"]).argmax(dim=1, keepdim=True)
 
 
-def overlay_figure(image: Tensor, label: Tensor, prediction: Tensor, title: str = "") -> Any:
+def overlay_figure(image: Tensor, label: Tensor, prediction: Tensor, num_classes: int = 2, title: str = "") -> Any:
     """Image, label overlay and prediction overlay on the axial slice with the most labelled voxels (3D) or the
     image itself (2D)."""
     import matplotlib
@@ -236,12 +238,15 @@ def overlay_figure(image: Tensor, label: Tensor, prediction: Tensor, title: str 
         z = int((label > 0).flatten(0, 1).sum(0).argmax())
         image, label, prediction = image[..., z], label[..., z], prediction[..., z]
     figure, axes = plt.subplots(1, 3, figsize=(9, 3.4))
-    classes = max(int(label.max()), int(prediction.max()), 1)
+    # One saturated colour per class (same colour for a class in label and prediction), background transparent.
+    colours = matplotlib.colors.ListedColormap(plt.get_cmap("tab10").colors[: max(num_classes - 1, 1)])
     for axis, overlay, name in zip(axes, (None, label, prediction), ("image", "label", "prediction")):
         axis.imshow(image.T.numpy(), cmap="gray", origin="lower")
         if overlay is not None:
             masked = torch.where(overlay > 0, overlay.float(), torch.nan)
-            axis.imshow(masked.T.numpy(), cmap="tab20", vmin=1, vmax=max(classes, 2), alpha=0.5, origin="lower")
+            axis.imshow(
+                masked.T.numpy(), cmap=colours, vmin=0.5, vmax=max(num_classes - 1, 1) + 0.5, alpha=0.5, origin="lower"
+            )
         axis.set_title(name)
         axis.axis("off")
     figure.suptitle(title)

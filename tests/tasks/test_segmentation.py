@@ -89,7 +89,7 @@ def test_2d_segmentation_from_the_cxr_image_tower(tmp_path):
     assert task.init_report.matched_fraction == 1.0
     logits = task.predict_logits(torch.rand(1, 1, 64, 64))
     assert logits.shape == (1, 2, 64, 64)
-    figure = overlay_figure(torch.rand(64, 64), torch.zeros(64, 64), torch.ones(64, 64))
+    figure = overlay_figure(torch.rand(64, 64), torch.zeros(64, 64), torch.ones(64, 64), num_classes=2)
     assert len(figure.axes) == 3
 
 
