@@ -35,3 +35,27 @@ def synthetic_cxr(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     generate_mimic_cxr(root, n_subjects=40, seed=1, image_size=96, split_fractions=(0.6, 0.2, 0.2))
     manifest = prepare("mimic-cxr", root, base / "manifest.csv", workers=1, progress=False).manifest
     return {"root": str(root), "manifest": str(manifest)}
+
+
+@pytest.fixture(autouse=True)
+def _fresh_mlflow_fluent_state():
+    """MLflow's fluent API keeps process-wide state (active run, active experiment id, tracking URI) that would leak
+    one test's sqlite store into the next test's; reset it around every test."""
+    import sys
+
+    def reset() -> None:
+        mlflow = sys.modules.get("mlflow")
+        if mlflow is None:
+            return
+        while mlflow.active_run() is not None:
+            mlflow.end_run()
+        fluent = sys.modules.get("mlflow.tracking.fluent")
+        if fluent is not None and hasattr(fluent, "_active_experiment_id"):
+            fluent._active_experiment_id = None
+        utils = sys.modules.get("mlflow.tracking._tracking_service.utils")
+        if utils is not None and hasattr(utils, "_tracking_uri"):
+            utils._tracking_uri = None  # fall back to $MLFLOW_TRACKING_URI as each test sets it
+
+    reset()
+    yield
+    reset()

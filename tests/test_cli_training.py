@@ -81,7 +81,7 @@ def test_killed_run_resumes_from_last_checkpoint_into_the_same_mlflow_run(synthe
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
     root = tmp_path / "run"
-    args = tiny_args(synthetic_cxr["manifest"], root, epochs=4)
+    args = [*tiny_args(synthetic_cxr["manifest"], root, epochs=2), "--last_checkpoint_every_n_steps=1"]
     command = [sys.executable, "-m", "medcl.cli", *args]
     last = root / "checkpoints" / "last.ckpt"
 

@@ -16,7 +16,7 @@ def test_merge_is_recursive_and_does_not_mutate():
 
 def test_demo_model_builds_by_name_with_overrides_and_embeds():
     assert "clip-cxr-demo" in list_models()
-    model = create_model("clip-cxr-demo", embed_dim=32, image={"widths": [8, 8, 16, 16]})
+    model = create_model("clip-cxr-demo", embed_dim=32, image={"widths": [8, 8, 16, 16]}).eval()  # no dropout
     images = model.encode_image(torch.rand(2, 1, 64, 64))
     texts = model.encode_text(["No pleural effusion.", "[FINDINGS] Moderate cardiomegaly."])
     assert images.shape == texts.shape == (2, 32)
