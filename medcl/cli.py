@@ -7,6 +7,7 @@
 * ``medcl eval ...``: evaluations on a checkpoint.
 * ``medcl register ...``: register a logged model (or a checkpoint) in the MLflow registry under an alias.
 * ``medcl serve --model models:/<name>@<alias>``: the inference service.
+* ``medcl export --checkpoint <ckpt> --out <dir>``: a segmentation checkpoint as a MONAI bundle (+ TorchScript).
 * ``medcl demo``: the CPU end-to-end demo.
 """
 
@@ -20,6 +21,15 @@ from pathlib import Path
 from typing import Any
 
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+# Other subcommands: "module:function" taking the remaining arguments, imported only when used.
+SUBCOMMANDS = {
+    "data": "medcl.cli:data_main",
+    "eval": "medcl.eval.cli:eval_main",
+    "demo": "medcl.demo:demo_main",
+    "register": "medcl.registry:register_main",
+    "serve": "medcl.serve.cli:serve_main",
+    "export": "medcl.export:main",
+}
 
 
 def _quiet_environment() -> None:
@@ -69,6 +79,8 @@ def lightning_main(args: list[str] | None = None, run: bool = True) -> Any:
             root = Path(config.trainer.default_root_dir or ".")
             if not config.checkpoint.dirpath:
                 config.checkpoint.dirpath = str(root / "checkpoints")
+            # last.ckpt belongs to the dedicated callback below; a second writer would produce last-v1.ckpt.
+            config.checkpoint.save_last = False
             self.trainer_defaults["callbacks"] = [
                 MLflowRunFile(config.checkpoint.dirpath),
                 ModelCheckpoint(
@@ -200,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_environment()
     _configure_logging()
-    usage = "usage: medcl {fit,validate,test,predict,data,eval,register,serve,demo} ... (medcl <command> --help)"
+    usage = f"usage: medcl {{{','.join([*LIGHTNING_COMMANDS, *SUBCOMMANDS])}}} ... (medcl <command> --help)"
     if not argv or argv[0] in {"-h", "--help"}:
         print(usage)
         return 0
@@ -208,24 +220,8 @@ def main(argv: list[str] | None = None) -> int:
     if command in LIGHTNING_COMMANDS:
         lightning_main(None if from_command_line else argv)
         return 0
-    if command == "data":
-        return data_main(rest)
-    if command == "eval":
-        from medcl.eval.cli import eval_main
-
-        return eval_main(rest)
-    if command == "register":
-        from medcl.registry import register_main
-
-        return register_main(rest)
-    if command == "serve":
-        from medcl.serve.cli import serve_main
-
-        return serve_main(rest)
-    if command == "demo":
-        from medcl.demo import demo_main
-
-        return demo_main(rest)
+    if command in SUBCOMMANDS:
+        return int(_resolve(SUBCOMMANDS[command])(rest) or 0)
     print(f"medcl: unknown command {command!r}\n{usage}", file=sys.stderr)
     return 2
 
