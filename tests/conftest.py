@@ -47,6 +47,7 @@ def _fresh_mlflow_fluent_state():
         mlflow = sys.modules.get("mlflow")
         if mlflow is None:
             return
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # mlflow.set_experiment exports it for subprocesses
         while mlflow.active_run() is not None:
             mlflow.end_run()
         fluent = sys.modules.get("mlflow.tracking.fluent")
