@@ -57,6 +57,12 @@ def _fresh_mlflow_fluent_state():
         if utils is not None and hasattr(utils, "_tracking_uri"):
             utils._tracking_uri = None  # fall back to $MLFLOW_TRACKING_URI as each test sets it
 
+    # mlflow.set_tracking_uri() also exports MLFLOW_TRACKING_URI: restore the variable as it was before the test.
+    saved = os.environ.get("MLFLOW_TRACKING_URI")
     reset()
     yield
+    if saved is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = saved
     reset()

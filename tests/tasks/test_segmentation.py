@@ -97,6 +97,7 @@ def test_cli_voco_pretraining_then_few_label_finetuning_logs_to_mlflow(tmp_path,
     """`medcl fit -c configs/volume/voco-small.yaml` then `medcl fit -c configs/seg/unet-small.yaml --model.init_from`
     on a tiny synthetic BTCV tree: the encoder must load fully and both runs must land in MLflow."""
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     configs = Path(__file__).resolve().parents[2] / "configs"
     synthetic = "{n_train: 4, n_test: 1, shape: [40, 40, 24], seed: 0}"
     common = ["--trainer.max_steps", "2", "--data.init_args.synthetic", synthetic, "--trainer.log_every_n_steps", "1"]
