@@ -136,6 +136,10 @@ class CXRDataModule(LightningDataModule):
             the ``egd-cxr`` adapter into that manifest.
     """
 
+    # Subclasses with other items (e.g. one study per item for report generation) override these two.
+    collate = staticmethod(cxr_collate)
+    drop_last_train = True  # contrastive batches should be full (the batch supplies the negatives)
+
     def __init__(
         self,
         manifest: str,
@@ -245,10 +249,10 @@ class CXRDataModule(LightningDataModule):
             self.dataset(split, train),
             batch_size=self.hparams.batch_size,
             shuffle=train,
-            drop_last=train,
+            drop_last=train and self.drop_last_train,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
-            collate_fn=cxr_collate,
+            collate_fn=type(self).collate,
         )
 
     def train_dataloader(self) -> DataLoader:

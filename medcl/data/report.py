@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 from monai.data import Dataset
-from torch.utils.data import DataLoader, default_collate
+from torch.utils.data import default_collate
 
 from medcl.data.cxr import CXRDataModule, _text, cxr_pipeline
 from medcl.data.manifest import CHEXPERT_LABELS, binarize_labels
@@ -103,6 +103,9 @@ class ReportDataModule(CXRDataModule):
         max_items: cap items per split (quick runs); None keeps all.
     """
 
+    collate = staticmethod(default_collate)
+    drop_last_train = False
+
     def __init__(self, manifest: str, max_views: int = 2, use_prior: bool = True, max_items: int | None = None,
                  **kwargs: Any) -> None:  # fmt: skip
         kwargs.setdefault("cache", "none")
@@ -151,14 +154,3 @@ class ReportDataModule(CXRDataModule):
         if key not in self._datasets:
             self._datasets[key] = Dataset(self.records(split), ViewStack(self.hparams.image_size, train, self.slots))
         return self._datasets[key]
-
-    def loader(self, split: str, train: bool) -> DataLoader:
-        return DataLoader(
-            self.dataset(split, train),
-            batch_size=self.hparams.batch_size,
-            shuffle=train,
-            drop_last=False,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-            collate_fn=default_collate,
-        )

@@ -11,10 +11,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
 from medcl.errors import ConfigError
 from medcl.losses.distributed import check_equal_batch_sizes, gather_with_grad, world_info
+from medcl.losses.validation import check_positive
 
 DenominatorMode = Literal["shared", "per_positive", "decoupled"]
 
@@ -114,3 +115,20 @@ def masked_info_nce(
     else:
         raise ConfigError(f"unknown denominator mode {mode!r}; use 'shared', 'per_positive' or 'decoupled'")
     return per_anchor[has_positive].mean()
+
+
+class ViewContrastLoss(nn.Module):
+    """Shared settings of the view-based losses (SimCLR family, multi-view): a fixed temperature, whether to
+    L2-normalise features, and whether to gather the other ranks' features as negatives."""
+
+    def __init__(self, temperature: float, normalize: bool = True, gather_distributed: bool = True) -> None:
+        super().__init__()
+        check_positive(f"{type(self).__name__} temperature", temperature)
+        self.temperature = temperature
+        self.normalize = normalize
+        self.gather_distributed = gather_distributed
+
+    def extra_repr(self) -> str:
+        return (
+            f"temperature={self.temperature}, normalize={self.normalize}, gather_distributed={self.gather_distributed}"
+        )

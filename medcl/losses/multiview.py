@@ -3,26 +3,13 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from medcl.errors import ConfigError
-from medcl.losses.contrast import ViewSimilarities, view_similarities
-from medcl.losses.validation import check_positive
+from medcl.losses.contrast import ViewContrastLoss, ViewSimilarities, view_similarities
 
 
-class _MultiViewLoss(nn.Module):
-    def __init__(self, temperature: float, normalize: bool = True, gather_distributed: bool = True) -> None:
-        super().__init__()
-        check_positive(f"{type(self).__name__} temperature", temperature)
-        self.temperature = temperature
-        self.normalize = normalize
-        self.gather_distributed = gather_distributed
-
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, normalize={self.normalize}, gather_distributed={self.gather_distributed}"
-        )
-
+class _MultiViewLoss(ViewContrastLoss):
     def forward(self, features: Tensor) -> Tensor:
         """features: (B, V, D), V >= 2 views (or modalities, stacked with ``torch.stack(..., dim=1)``). Scalar."""
         if features.ndim == 3 and features.shape[1] < 2:

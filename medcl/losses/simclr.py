@@ -3,29 +3,23 @@
 from __future__ import annotations
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from medcl.losses.contrast import DenominatorMode, ViewSimilarities, masked_info_nce, view_similarities
+from medcl.losses.contrast import (
+    DenominatorMode,
+    ViewContrastLoss,
+    ViewSimilarities,
+    masked_info_nce,
+    view_similarities,
+)
 from medcl.losses.validation import check_feature_pair, check_positive
 
 
-class _TwoViewLoss(nn.Module):
+class _TwoViewLoss(ViewContrastLoss):
     """Common forward of the two-view losses: anchors are both views of each local sample, keys both views of the
     global batch; the positive of an anchor is the other view of the same sample, negatives all other samples."""
 
     mode: DenominatorMode = "shared"
-
-    def __init__(self, temperature: float, normalize: bool = True, gather_distributed: bool = True) -> None:
-        super().__init__()
-        check_positive(f"{type(self).__name__} temperature", temperature)
-        self.temperature = temperature
-        self.normalize = normalize
-        self.gather_distributed = gather_distributed
-
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, normalize={self.normalize}, gather_distributed={self.gather_distributed}"
-        )
 
     def forward(self, view1: Tensor, view2: Tensor) -> Tensor:
         """view1, view2: (B, D) embeddings of two augmentations of the same B samples. Returns a scalar."""
