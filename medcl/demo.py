@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 
@@ -21,6 +22,8 @@ HEADLINE = (
     "test/i2t_R5",
     "test/t2i_R1",
     "test/chance_R1",
+    "test/label_i2t_P1",
+    "test/label_chance_P1",
 )
 
 
@@ -43,7 +46,11 @@ def demo_main(argv: list[str]) -> int:
     from medcl.tracking import mlflow_logger
 
     started = time.perf_counter()
-    cli = lightning_main(["fit", "-c", args.config, *args.overrides])
+    argv_before, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when it sees both argv and explicit args
+    try:
+        cli = lightning_main(["fit", "-c", args.config, *args.overrides])
+    finally:
+        sys.argv = argv_before
     trainer = cli.trainer
     best = trainer.checkpoint_callback.best_model_path or None
     trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best)

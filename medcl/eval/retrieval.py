@@ -37,16 +37,13 @@ def retrieval_metrics(
     image_groups: Tensor,
     text_groups: Tensor,
     ks: Sequence[int] = (1, 5, 10),
-    image_labels: Tensor | None = None,
-    text_labels: Tensor | None = None,
 ) -> dict[str, float]:
-    """Recall@K both ways on normalised embeddings, plus label Precision@K when labels are given.
+    """Instance retrieval: Recall@K both ways on normalised embeddings.
 
-    Keys: ``i2t_R{K}``, ``t2i_R{K}``, ``i2t_P{K}`` and ``chance_R1`` (MLflow metric names cannot hold "@").
+    Keys: ``i2t_R{K}``, ``t2i_R{K}`` and ``chance_R1`` (MLflow metric names cannot hold "@").
 
     image_groups (Qi,), text_groups (Qt,): study ids; an image's relevant text is its study's report.
     Pass one text per study (deduplicate before) so chance Recall@1 is 1/#studies.
-    image_labels (Qi, C), text_labels (Qt, C): binary; relevant = identical label vectors.
     """
     similarity = image_embeddings.float() @ text_embeddings.float().T
     same_study = image_groups[:, None] == text_groups[None, :]
@@ -56,10 +53,39 @@ def retrieval_metrics(
     for k, v in recall_at_k(similarity.T, same_study.T, ks).items():
         metrics[f"t2i_R{k}"] = v
     metrics["chance_R1"] = 1.0 / max(1, text_embeddings.shape[0])
-    if image_labels is not None and text_labels is not None:
-        same_labels = (image_labels[:, None, :] == text_labels[None, :, :]).all(dim=-1)
-        for k, v in precision_at_k(similarity, same_labels, ks).items():
-            metrics[f"i2t_P{k}"] = v
+    return metrics
+
+
+def label_retrieval_metrics(
+    image_embeddings: Tensor,
+    text_embeddings: Tensor,
+    groups: Tensor,
+    labels: Tensor,
+    label_mask: Tensor,
+    ks: Sequence[int] = (1, 5, 10),
+) -> dict[str, float]:
+    """Label retrieval on a CheXpert 5x200-style subset: Precision@K both ways.
+
+    The subset is the items with exactly one positive among the C given classes and no masked (uncertain) entry
+    among them, as the 5x200 / 8x200 sets are built (MedCLIP, CoGaze); a candidate is relevant when it has the
+    query's class. Candidate reports are one per study. Returns ``label_i2t_P{K}``, ``label_t2i_P{K}``,
+    ``label_chance_P1`` (the expected precision of a random ranking) and ``label_items``; empty when the subset
+    has fewer than two classes.
+
+    image_embeddings, text_embeddings (N, D) normalised, row i = item i; groups (N,); labels, label_mask (N, C).
+    """
+    eligible = label_mask.all(dim=1) & ((labels == 1).sum(dim=1) == 1)
+    classes = labels[eligible].argmax(dim=1)
+    if classes.unique().numel() < 2:
+        return {}
+    keep = first_per_group(groups[eligible])
+    text_classes = classes[keep]
+    similarity = image_embeddings[eligible].float() @ text_embeddings[eligible][keep].float().T
+    relevant = classes[:, None] == text_classes[None, :]
+    metrics = {f"label_i2t_P{k}": v for k, v in precision_at_k(similarity, relevant, ks).items()}
+    metrics.update({f"label_t2i_P{k}": v for k, v in precision_at_k(similarity.T, relevant.T, ks).items()})
+    metrics["label_chance_P1"] = relevant.float().mean().item()
+    metrics["label_items"] = float(eligible.sum())
     return metrics
 
 

@@ -3,7 +3,8 @@
 Per step: images and report texts are embedded by the model's two towers and the contrastive loss (any
 ``medcl.losses`` image-text loss, ClipLoss by default) is applied; with ``same_study_positives`` all images of one
 study are positives for its report (CoGaze's hybrid positives). Validation and test compute the loss plus the
-evaluations the field reports: zero-shot AUROC per class from prompt ensembles and image<->text Recall@K.
+evaluations the field reports: zero-shot AUROC per class from prompt ensembles, image<->text Recall@K (same
+study) and label Precision@K on the 5x200-style single-finding subset.
 """
 
 from __future__ import annotations
@@ -16,11 +17,14 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from medcl.data.manifest import CHEXPERT_LABELS
-from medcl.eval.retrieval import first_per_group, retrieval_metrics
+from medcl.eval.retrieval import first_per_group, label_retrieval_metrics, retrieval_metrics
 from medcl.eval.zeroshot import PROMPTS, class_prompt_embeddings, zero_shot_auroc, zero_shot_scores
 from medcl.losses import ClipLoss
 from medcl.models import create_model
 from medcl.tasks.optim import build_optimizer
+
+# The CheXpert competition findings: the classes of the 5x200 label-retrieval set (CoGaze, MedCLIP).
+LABEL_RETRIEVAL_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 
 
 class ImageTextPretraining(LightningModule):
@@ -128,7 +132,7 @@ class ImageTextPretraining(LightningModule):
 
     @torch.no_grad()
     def evaluation_metrics(self, outputs: Sequence[Mapping[str, Tensor]]) -> tuple[dict[str, float], list[str]]:
-        """Zero-shot AUROC per class (+ mean) and retrieval Recall@K from collected embeddings."""
+        """Zero-shot AUROC per class (+ mean), Recall@K and label Precision@K from collected embeddings."""
         cat = {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
         classes = list(self.hparams.zero_shot_classes)
         columns = [CHEXPERT_LABELS.index(c) for c in classes]
@@ -141,6 +145,12 @@ class ImageTextPretraining(LightningModule):
         metrics = {f"zeroshot_auroc_{k.lower().replace(' ', '_')}": v for k, v in auroc.items()}
         keep = first_per_group(cat["group"])
         metrics.update(retrieval_metrics(cat["image"], cat["text"][keep], cat["group"], cat["group"][keep]))
+        five = [CHEXPERT_LABELS.index(c) for c in LABEL_RETRIEVAL_CLASSES]
+        metrics.update(
+            label_retrieval_metrics(
+                cat["image"], cat["text"], cat["group"], cat["labels"][:, five], cat["label_mask"][:, five]
+            )
+        )
         return metrics, skipped
 
     def _log_evaluation(self, stage: str) -> None:

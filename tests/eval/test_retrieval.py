@@ -1,7 +1,13 @@
 import pytest
 import torch
 
-from medcl.eval.retrieval import first_per_group, precision_at_k, recall_at_k, retrieval_metrics
+from medcl.eval.retrieval import (
+    first_per_group,
+    label_retrieval_metrics,
+    precision_at_k,
+    recall_at_k,
+    retrieval_metrics,
+)
 
 
 def test_recall_and_precision_on_hand_checked_ranking():
@@ -29,3 +35,27 @@ def test_retrieval_metrics_perfect_embeddings_and_chance():
     metrics = retrieval_metrics(images, texts, groups, groups[keep], ks=(1,))
     assert metrics["i2t_R1"] == 1.0 and metrics["t2i_R1"] == 1.0
     assert metrics["chance_R1"] == pytest.approx(1 / 3)
+
+
+def test_label_retrieval_uses_the_single_finding_subset():
+    # items: 0,1 class A (same study 7: one candidate report), 2 class B, 3 two positives (excluded),
+    # 4 uncertain entry (excluded), 5 no positive (excluded)
+    labels = torch.tensor([[1, 0], [1, 0], [0, 1], [1, 1], [1, 0], [0, 0]], dtype=torch.float32)
+    mask = torch.ones_like(labels, dtype=torch.bool)
+    mask[4, 1] = False
+    groups = torch.tensor([7, 7, 8, 9, 10, 11])
+    # embeddings: images 0 and 2 look like class B's report, image 1 like class A's
+    text = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.6, 0.8], [1.0, 0.0], [0.6, 0.8]])
+    image = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    metrics = label_retrieval_metrics(image, text, groups, labels, mask, ks=(1, 2))
+    assert metrics["label_items"] == 3.0  # candidates: one report of study 7 (A) and study 8's (B)
+    assert metrics["label_i2t_P1"] == pytest.approx(2 / 3)  # image 0 retrieves B (wrong), 1 -> A, 2 -> B
+    assert metrics["label_i2t_P2"] == pytest.approx(0.5)
+    assert metrics["label_chance_P1"] == pytest.approx((2 * 1 + 1 * 1) / 6)
+    assert set(metrics) >= {"label_t2i_P1", "label_t2i_P2"}
+
+
+def test_label_retrieval_needs_two_classes():
+    labels = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    metrics = label_retrieval_metrics(torch.eye(2), torch.eye(2), torch.tensor([1, 2]), labels, labels >= 0)
+    assert metrics == {}

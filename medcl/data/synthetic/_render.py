@@ -315,11 +315,12 @@ def _draw_frontal(a, b, findings, view, size, rng, anatomy) -> tuple[np.ndarray,
             upper = b < lung_side.cy + 0.08 * ptx.severity
             outer = upper * _ramp(r - line_r, 0.01) * lung_fields[side]
             pneumo = np.maximum(pneumo, outer)
-            line = _ramp(0.5 * px + 0.002 - np.abs(r - line_r) * lung_side.rx, 0.002) * upper
-            density += 0.10 * line * lung_fields[side]
+            line = _ramp(0.75 * px + 0.003 - np.abs(r - line_r) * lung_side.rx, 0.002) * upper
+            density += 0.15 * line * lung_fields[side]
             regions.append(("Pneumothorax", side, _region(outer)))
     aerated = lung * (1.0 - airless)
-    density += 0.36 * lung * airless + markings * aerated * (1.0 - pneumo) - 0.06 * pneumo
+    # Pleural air is far more lucent than aerated lung: the pneumothorax space is dark and devoid of markings.
+    density += 0.36 * lung * airless + markings * aerated * (1.0 - pneumo) - 0.14 * pneumo
 
     edema = by_name.get("Edema")
     if edema is not None:
@@ -394,7 +395,7 @@ def _consolidation(a, b, lung: _Lung, finding: Finding, rng, size) -> np.ndarray
     extent = 0.05 + 0.07 * finding.severity
     field_ = np.exp(-(((a - ca) / extent) ** 2 + ((b - cb) / (extent * 1.2)) ** 2))
     mottle = 0.6 + 0.4 * _smooth_noise(rng, size, max(1.0, size[0] / 50))
-    return (0.18 + 0.2 * finding.severity) * np.clip(field_ * mottle * 1.6 - 0.25, 0.0, 1.0)
+    return (0.24 + 0.2 * finding.severity) * np.clip(field_ * mottle * 1.6 - 0.25, 0.0, 1.0)
 
 
 def _atelectasis(a, b, lung: _Lung, finding: Finding, rng, size) -> np.ndarray:

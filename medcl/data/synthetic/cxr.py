@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from PIL import Image
+from tqdm.auto import tqdm
 
 from medcl.data.manifest import CHEXPERT_LABELS
 from medcl.data.synthetic import _cxr_text as text
@@ -484,11 +485,12 @@ def _write_study(plan: _StudyPlan, out: _Output) -> list[dict[str, Any]]:
 
 
 def _write_studies(plans: list[_StudyPlan], out: _Output, workers: int) -> list[dict[str, Any]]:
+    progress = {"total": len(plans), "desc": "synthesise mimic-cxr", "unit": "study", "disable": len(plans) < 50}
     if workers <= 1 or len(plans) < 8:
-        return [row for plan in plans for row in _write_study(plan, out)]
+        return [row for plan in tqdm(plans, **progress) for row in _write_study(plan, out)]
     with ProcessPoolExecutor(max_workers=workers) as pool:
         chunks = pool.map(_write_study, plans, [out] * len(plans), chunksize=max(1, len(plans) // (workers * 8)))
-        return [row for rows in chunks for row in rows]
+        return [row for rows in tqdm(chunks, **progress) for row in rows]
 
 
 def _write_csv(frame: pd.DataFrame, path: Path, gzip_csv: bool) -> Path:
