@@ -7,6 +7,7 @@ with ``tokens`` ``(B, N, width)`` (feature-map positions or ViT patches, row-maj
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -124,6 +125,10 @@ class HFVisionEncoder(nn.Module):
             (e.g. ``"dinov2"``, ``"vit"``) so paper-scale configs instantiate without the weights.
         frozen: freeze all weights (CoGaze keeps RAD-DINO frozen).
         in_channels: radiographs are grey; the first-layer weights are summed over RGB when the model expects 3.
+        image_mean, image_std: per-channel normalisation applied to the [0, 1] images medcl's pipelines produce.
+            None (default) reads them from the model's own image-processor config (``preprocessor_config.json``,
+            e.g. RAD-DINO's mean 0.5307 / std 0.2583) when pretrained weights are loaded, so features match what the
+            model was trained on; random-init models and models without one get no normalisation.
     """
 
     def __init__(
@@ -135,6 +140,8 @@ class HFVisionEncoder(nn.Module):
         frozen: bool = False,
         pool: str = "cls",
         in_channels: int = 1,
+        image_mean: Sequence[float] | None = None,
+        image_std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, AutoModel
@@ -155,6 +162,13 @@ class HFVisionEncoder(nn.Module):
         self.pool = pool
         self.in_channels = in_channels
         self.out_dim = int(self.net.config.hidden_size)
+        if pretrained and image_mean is None and image_std is None:
+            image_mean, image_std = _processor_normalisation(name_or_path)
+        if (image_mean is None) != (image_std is None):
+            raise ConfigError("give both image_mean and image_std, or neither")
+        shape = (1, -1, 1, 1)
+        self.register_buffer("image_mean", None if image_mean is None else torch.tensor(image_mean).view(shape), False)
+        self.register_buffer("image_std", None if image_std is None else torch.tensor(image_std).view(shape), False)
         if frozen:
             set_trainable(self, False)
 
@@ -162,10 +176,26 @@ class HFVisionEncoder(nn.Module):
         expected = int(getattr(self.net.config, "num_channels", images.shape[1]))
         if images.shape[1] == 1 and expected == 3:
             images = images.expand(-1, 3, *images.shape[2:])
+        if self.image_mean is not None:
+            images = (images - self.image_mean.to(images.dtype)) / self.image_std.to(images.dtype)
         hidden = self.net(pixel_values=images).last_hidden_state  # (B, 1 + registers + patches, C)
         cls, patches = hidden[:, 0], hidden[:, 1:]
         pooled = cls if self.pool == "cls" else patches.mean(dim=1)
         return EncoderOutput(tokens=patches, pooled=pooled)
+
+
+def _processor_normalisation(name_or_path: str) -> tuple[list[float] | None, list[float] | None]:
+    """(image_mean, image_std) of a model's image processor, or (None, None) when it has none."""
+    from transformers import AutoImageProcessor
+
+    try:
+        processor = AutoImageProcessor.from_pretrained(name_or_path)
+    except (OSError, ValueError):  # no preprocessor_config.json: the model does its own normalisation or none
+        return None, None
+    mean, std = getattr(processor, "image_mean", None), getattr(processor, "image_std", None)
+    if mean is None or std is None or not getattr(processor, "do_normalize", True):
+        return None, None
+    return [float(v) for v in mean], [float(v) for v in std]
 
 
 def load_encoder_checkpoint(module: nn.Module, path: str | Path) -> None:
