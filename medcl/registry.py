@@ -13,6 +13,8 @@ Kinds:
   from prompt prototypes computed with the trained text tower at logging time (serving needs no tokenizer).
 * ``segmentation``: any network mapping a volume to class logits, run by sliding window on the training grid and
   mapped back to the input's geometry -> label map as NIfTI bytes.
+* ``report``: a report generator (image-text backbone + cross-attending GPT-2) -> generated report text; the
+  Hugging Face configs and tokenizers travel with the model, so loading it reaches for no model hub.
 
     medcl register --run <run_id> --name cxr-clip --alias champion       # promote a run's logged model
     medcl register --ckpt best.ckpt --name cxr-clip --alias champion      # log a task checkpoint, then register
@@ -28,6 +30,7 @@ import logging
 import sys
 import tempfile
 import textwrap
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -222,7 +225,6 @@ class MedclPyfunc(mlflow.pyfunc.PythonModel):
         self.config = json.loads(Path(artifacts["config"]).read_text())
         if self.config.get("kind") != self.kind:
             raise ConfigError(f"artifact of kind {self.config.get('kind')!r} given to the {self.kind!r} wrapper")
-        torch.set_grad_enabled(False)
 
     def decode(self, content: bytes, filename: str) -> MetaTensor:
         return read_upload(content, filename, voi_lut=self.voi_lut, limits=self.limits)
@@ -230,6 +232,9 @@ class MedclPyfunc(mlflow.pyfunc.PythonModel):
     def predict_image(self, image: MetaTensor) -> dict[str, Any]:
         raise NotImplementedError
 
+    # Inference entry points disable autograd themselves: grad mode is per thread, and the service calls them from
+    # worker threads (a global switch at load time would only reach the loading thread).
+    @torch.no_grad()
     def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> pd.DataFrame:
         rows = [self.predict_image(self.decode(c, f)) for c, f in zip(model_input["content"], model_input["filename"])]
         return pd.DataFrame(rows)
@@ -242,6 +247,19 @@ def _load_tensors(path: str | Path) -> dict[str, Any]:
     return torch.load(Path(path), map_location="cpu", weights_only=True)
 
 
+def without_pretrained_weights(image: Mapping[str, Any], hf_config_dir: str | Path | None = None) -> dict[str, Any]:
+    """An image-encoder spec that builds the architecture only: weights come from the logged state dict, never from
+    a hub or a local pretraining checkpoint. ``hf_config_dir``: a saved HF config for ``type: hf`` towers."""
+    spec = dict(image)
+    if spec.get("type") != "hf":
+        spec["checkpoint"] = None
+        return spec
+    spec["pretrained"] = False
+    if hf_config_dir is not None:
+        spec["name_or_path"] = str(hf_config_dir)
+    return spec
+
+
 class ImageEmbedder(nn.Module):
     """The image tower of an ``image_text`` model: encoder + projection -> L2-normalised embedding."""
 
@@ -251,10 +269,7 @@ class ImageEmbedder(nn.Module):
         from medcl.models.heads import ProjectionHead
         from medcl.models.image_encoders import IMAGE_ENCODERS
 
-        spec = dict(image)
-        # Weights come from the logged state dict: never reach for a hub or a local pretraining checkpoint.
-        spec["checkpoint" if spec.get("type") != "hf" else "pretrained"] = None if spec.get("type") != "hf" else False
-        self.image_encoder = build_component(spec, IMAGE_ENCODERS, "image encoder")
+        self.image_encoder = build_component(without_pretrained_weights(image), IMAGE_ENCODERS, "image encoder")
         self.image_projection = ProjectionHead(self.image_encoder.out_dim, embed_dim, projection)
 
     def forward(self, images: Tensor) -> Tensor:
@@ -298,6 +313,7 @@ class ImageTextPyfunc(MedclPyfunc):
         self.positive, self.negative = prototypes["positive"], prototypes["negative"]
         self.classes: list[str] = list(cfg["classes"])
 
+    @torch.no_grad()
     def embed(self, image: MetaTensor) -> Tensor:
         return self.model(radiograph_tensor(image, self.config["image_size"]))[0]
 
@@ -376,6 +392,7 @@ class SegmentationPyfunc(MedclPyfunc):
         # Loading is done by read_upload; metadata must survive (track_meta) for Invertd to undo every step.
         self.preprocess = Compose([t for t in steps if not isinstance(t, (LoadImaged, EnsureTyped))])
 
+    @torch.no_grad()
     def segment(self, image: MetaTensor) -> tuple[np.ndarray, np.ndarray]:
         """-> (label map on the input grid, input affine)."""
         from monai.inferers import sliding_window_inference
@@ -427,9 +444,117 @@ class SegmentationPreprocess:
     overlap: float = 0.25
 
 
+# What :meth:`ReportGeneration.generate` takes from the task's hyperparameters; the served model keeps the same.
+GENERATION_SETTINGS = ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "no_repeat_ngram_size")
+
+
+def save_hf_components(generator: nn.Module, root: str | Path) -> None:
+    """Write the HF configs and tokenizers a :class:`~medcl.models.report_generator.ReportGenerator` is built from
+    under ``root``: ``decoder/``, and ``text/``, ``image/`` for HF backbone towers.
+
+    Rebuilding from these folders (:func:`offline_generator_spec`) needs no model hub and no local pretrained
+    files: only the architecture comes from them, the weights from the logged state dict.
+    """
+    from medcl.models.image_encoders import HFVisionEncoder
+    from medcl.models.text_encoders import HFTextEncoder
+
+    root = Path(root)
+    generator.decoder.config.save_pretrained(root / "decoder")
+    generator.tokenizer.save_pretrained(str(root / "decoder"))
+    text = getattr(generator.backbone, "text_encoder", None)
+    if isinstance(text, HFTextEncoder):
+        text.net.config.save_pretrained(root / "text")  # vocabulary already grown by the section tokens
+        text.tokenizer.save_pretrained(str(root / "text"))
+    image = generator.backbone.image_encoder
+    if isinstance(image, HFVisionEncoder):
+        image.net.config.save_pretrained(root / "image")
+
+
+def resolved_backbone(generator: Mapping[str, Any]) -> dict[str, Any]:
+    """The full config of a report generator's backbone: its named JSON merged with ``backbone_overrides``."""
+    from medcl.models import model_config
+
+    backbone = model_config(generator["backbone"], **(generator.get("backbone_overrides") or {}))
+    backbone.pop("architecture", None)
+    return backbone
+
+
+def offline_generator_spec(generator: Mapping[str, Any], root: str | Path) -> dict[str, Any]:
+    """``ReportGenerator`` keyword arguments that rebuild the logged architecture from the folders of
+    :func:`save_hf_components` under ``root``, with random weights (the state dict is loaded next)."""
+    from medcl.models.factory import merge
+
+    root = Path(root)
+    spec = merge(dict(generator), {"backbone_overrides": resolved_backbone(generator), "checkpoint": None})
+    spec.pop("architecture", None)
+    decoder = str(root / "decoder")
+    spec["decoder"] = {**spec.get("decoder", {}), "name_or_path": decoder, "tokenizer": decoder, "pretrained": False}
+    backbone = spec["backbone_overrides"]
+    if (root / "text").is_dir():
+        backbone["text"] = {**backbone["text"], "name_or_path": str(root / "text"), "pretrained": False}
+    hf_image = root / "image"
+    backbone["image"] = without_pretrained_weights(backbone["image"], hf_image if hf_image.is_dir() else None)
+    return spec
+
+
+class ReportPyfunc(MedclPyfunc):
+    """Generated radiology reports for single 2-D radiographs.
+
+    An upload is one view of one study, with no other view, prior study or indication: the decoder's memory is that
+    view alone (as the anchor) and, for generators trained with context, the context prompt is the model's explicit
+    absence prompt (``[NHI]`` no indication, ``[NHPR]`` no prior report), which is what training saw for such
+    studies. The report is generated from pixels only: no header value reaches the model. Artifacts: ``config``
+    (generator config, image size, generation settings), ``weights`` (the generator's state dict) and ``hf``
+    (folder: HF configs + tokenizers, see :func:`save_hf_components`).
+    """
+
+    kind = "report"
+    capabilities = ("report",)
+    voi_lut = True  # radiographs: display values through the file's VOI LUT / window
+
+    def load(self, artifacts: Mapping[str, str]) -> None:
+        from medcl.models.report_generator import ReportGenerator, context_prompt
+
+        super().load(artifacts)
+        self.model = ReportGenerator(**offline_generator_spec(self.config["generator"], artifacts["hf"])).eval()
+        self.model.load_state_dict(_load_tensors(artifacts["weights"]))
+        self.contexts = [context_prompt(None, None)] if self.model.use_context else None
+        # HF fast tokenizers keep truncation/padding settings as mutable state: one generation at a time.
+        self._generating = threading.Lock()
+
+    def generator_inputs(self, image: MetaTensor) -> dict[str, Any]:
+        """The generator's inputs for one upload: a one-view study (the anchor) and the absence context."""
+        from medcl.models.report_generator import ROLES
+
+        return {
+            "images": radiograph_tensor(image, self.config["image_size"])[:, None],  # (1, 1 view, 1, S, S)
+            "contexts": self.contexts,
+            "view_mask": torch.ones(1, 1, dtype=torch.bool),
+            "view_role": torch.full((1, 1), ROLES["current"], dtype=torch.long),
+        }
+
+    @torch.no_grad()
+    def generate_report(self, image: MetaTensor) -> str:
+        inputs = self.generator_inputs(image)
+        with self._generating:
+            return self.model.generate(**inputs, **self.config["generation"])[0]
+
+    def predict_image(self, image: MetaTensor) -> dict[str, Any]:
+        return {"report": self.generate_report(image)}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "image_size": self.config["image_size"],
+            "generation": self.config["generation"],
+            "structured": self.config.get("structured", False),
+        }
+
+
 WRAPPERS: dict[str, type[MedclPyfunc]] = {
     ImageTextPyfunc.kind: ImageTextPyfunc,
     SegmentationPyfunc.kind: SegmentationPyfunc,
+    ReportPyfunc.kind: ReportPyfunc,
 }
 
 
@@ -497,6 +622,7 @@ def log_pyfunc(
     tensors: Mapping[str, Mapping[str, Any]],
     *,
     example: tuple[bytes, str],
+    folders: Mapping[str, str | Path] | None = None,
     run_id: str | None = None,
     registered_name: str | None = None,
     alias: str | None = DEFAULT_ALIAS,
@@ -504,8 +630,9 @@ def log_pyfunc(
 ) -> LoggedModel:
     """Log one pyfunc of ``kind`` (in run ``run_id``, or the active/a new run); optionally register + alias it.
 
-    ``tensors`` maps artifact names to dicts of tensors/primitives saved with ``torch.save``. The signature is
-    inferred by running the wrapper on ``example`` (bytes, filename), which is also stored as input example.
+    ``tensors`` maps artifact names to dicts of tensors/primitives saved with ``torch.save``; ``folders`` maps
+    artifact names to directories logged as they are (configs, tokenizer files). The signature is inferred by
+    running the wrapper on ``example`` (bytes, filename), which is also stored as input example.
     """
     wrapper_cls = WRAPPERS[kind]
     config = {**config, "kind": kind}
@@ -516,6 +643,7 @@ def log_pyfunc(
         for name, payload in tensors.items():
             torch.save(dict(payload), root / f"{name}.pt")
             artifacts[name] = str(root / f"{name}.pt")
+        artifacts.update({name: str(directory) for name, directory in (folders or {}).items()})
         loader = root / "medcl_model.py"
         loader.write_text(LOADER.format(cls=wrapper_cls.__name__))
         wrapper = wrapper_cls()
@@ -524,7 +652,8 @@ def log_pyfunc(
         signature = mlflow.models.infer_signature(example_input, wrapper.predict(None, example_input))
         active = mlflow.active_run()
         reuse = active is not None and (run_id is None or active.info.run_id == run_id)
-        context = _nullcontext() if reuse else mlflow.start_run(run_id=run_id)
+        # Another run active (a pipeline's parent run while a step trains in `run_id`): enter `run_id` nested.
+        context = _nullcontext() if reuse else mlflow.start_run(run_id=run_id, nested=active is not None)
         with context:
             info = mlflow.pyfunc.log_model(
                 name=MODEL_NAME,
@@ -644,6 +773,41 @@ def log_segmentation_model(
     return log_pyfunc("segmentation", config, {"weights": weights}, example=example, **kwargs)
 
 
+def report_payload(task: LightningModule, image_size: int) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+    """Config + tensors of a :class:`~medcl.tasks.report.ReportGeneration` for :class:`ReportPyfunc`.
+
+    The generator config is the task's (model name + overrides), with its backbone resolved to a full config so
+    the served architecture does not follow later edits of the backbone's JSON; the contrastive ``checkpoint`` it
+    was fine-tuned from is dropped (its weights are in the state dict).
+    """
+    from medcl.models import model_config
+
+    hparams = task.hparams
+    generator = model_config(hparams["model"], **(hparams.get("model_overrides") or {}))
+    if generator.pop("architecture", None) != "report_generator":
+        raise ConfigError(f"model {hparams['model']!r} is not a report_generator architecture")
+    generator.update(backbone_overrides=resolved_backbone(generator), checkpoint=None)
+    payload_config = {
+        "name": hparams["model"],
+        "generator": generator,
+        "image_size": int(image_size),
+        "generation": {k: hparams[k] for k in GENERATION_SETTINGS},
+        "structured": bool(hparams.get("structured", False)),
+    }
+    weights = {k: v.detach().cpu().clone() for k, v in task.model.state_dict().items()}
+    return payload_config, {"weights": weights}
+
+
+def log_report_model(task: LightningModule, image_size: int, **kwargs: Any) -> LoggedModel:
+    """Log a report-generation task (generator weights, HF configs + tokenizers, generation settings) as a pyfunc."""
+    config, tensors = report_payload(task, image_size)
+    with tempfile.TemporaryDirectory(prefix="medcl-hf-") as folder:
+        hf = Path(folder) / "hf"  # the artifact keeps the folder's name
+        save_hf_components(task.model, hf)
+        example = (example_png(), "example.png")
+        return log_pyfunc("report", config, tensors, example=example, folders={"hf": hf}, **kwargs)
+
+
 # Task class -> function logging it; tasks that land later register themselves with `register_exporter`.
 Exporter = Callable[[LightningModule, Mapping[str, Any]], LoggedModel]
 _EXPORTERS: list[tuple[type, Exporter]] = []
@@ -694,6 +858,12 @@ def _builtin_exporters() -> None:
         return log_segmentation_model(
             task.network, spec, preprocess=preprocess, labels=labels, name=hparams["model"], **kwargs
         )
+
+    from medcl.tasks.report import ReportGeneration
+
+    @register_exporter(ReportGeneration)
+    def export_report(task: LightningModule, data_hparams: Mapping[str, Any], **kwargs: Any) -> LoggedModel:
+        return log_report_model(task, int(data_hparams.get("image_size", 224)), **kwargs)
 
 
 def log_task_model(task: LightningModule, data_hparams: Mapping[str, Any] | None = None, **kwargs: Any) -> LoggedModel:
