@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 		echo "medcl: installing $(MEDCL_TORCH)"; \
 		$(PY) -m pip install -q --disable-pip-version-check $(MEDCL_TORCH) 2>&1 | grep -v "is ignored: it is neither" || true; \
 	fi
-	@$(PY) -c "import torch" || { echo "medcl: torch is not importable in $(VENV)"; exit 1; }
+	@$(PY) -W ignore -c "import torch" || { echo "medcl: torch is not importable in $(VENV)"; exit 1; }
 	@echo "medcl: installing medcl and its dependencies into $(VENV)"
 	@$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,serve,report]" 2>&1 | grep -v "is ignored: it is neither" || true
 	@$(PY) -c "import medcl, monai, pydicom, nibabel, transformers, lightning, mlflow" \
