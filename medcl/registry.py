@@ -444,10 +444,6 @@ class SegmentationPreprocess:
     overlap: float = 0.25
 
 
-# What :meth:`ReportGeneration.generate` takes from the task's hyperparameters; the served model keeps the same.
-GENERATION_SETTINGS = ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "no_repeat_ngram_size")
-
-
 def save_hf_components(generator: nn.Module, root: str | Path) -> None:
     """Write the HF configs and tokenizers a :class:`~medcl.models.report_generator.ReportGenerator` is built from
     under ``root``: ``decoder/``, and ``text/``, ``image/`` for HF backbone towers.
@@ -781,6 +777,7 @@ def report_payload(task: LightningModule, image_size: int) -> tuple[dict[str, An
     was fine-tuned from is dropped (its weights are in the state dict).
     """
     from medcl.models import model_config
+    from medcl.tasks.report import GENERATION_SETTINGS
 
     hparams = task.hparams
     generator = model_config(hparams["model"], **(hparams.get("model_overrides") or {}))

@@ -27,6 +27,9 @@ from medcl.models.report_generator import ReportGenerator
 from medcl.tasks.optim import build_optimizer
 from medcl.tracking import mlflow_logger
 
+# The task's generation hyperparameters: what generate() uses and what a served report model carries.
+GENERATION_SETTINGS = ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "no_repeat_ngram_size")
+
 
 class ReportGeneration(LightningModule):
     """Radiology report generation with a cross-attending GPT-2 decoder.
@@ -128,10 +131,7 @@ class ReportGeneration(LightningModule):
     # -- generation -------------------------------------------------------------------------------------------
     def generate(self, batch: Mapping[str, Any], **overrides: Any) -> list[str]:
         """Reports for a batch with the task's generation settings (``overrides`` win)."""
-        settings = {
-            k: self.hparams[k]
-            for k in ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "no_repeat_ngram_size")
-        }
+        settings = {k: self.hparams[k] for k in GENERATION_SETTINGS}
         return self.model.generate(**self._inputs(batch), **{**settings, **overrides})
 
     def _eval_step(self, batch: Mapping[str, Any], stage: str) -> None:
