@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medcl.errors import ConfigError
-from medcl.losses.contrast import masked_info_nce, view_similarities
+from medcl.losses.contrast import ViewContrastLoss, masked_info_nce, view_similarities
 from medcl.losses.distributed import gather_no_grad
 from medcl.losses.validation import check_feature_pair, check_ids, check_positive
 
@@ -17,7 +17,7 @@ GlobalStrategy = Literal["random", "exclude_partition", "partition_positive"]
 LocalStrategy = Literal["same_image", "same_partition"]
 
 
-class GlobalPartitionLoss(nn.Module):
+class GlobalPartitionLoss(ViewContrastLoss):
     """Global contrastive loss on encoder embeddings of 2-D slices [1]. Each volume is split into partitions along the
     slice axis; a batch holds one slice per partition from several volumes, two augmented views each.
 
@@ -43,23 +43,16 @@ class GlobalPartitionLoss(nn.Module):
         normalize: bool = True,
         gather_distributed: bool = True,
     ) -> None:
-        super().__init__()
         if strategy not in ("random", "exclude_partition", "partition_positive"):
             raise ConfigError(
                 f"unknown GlobalPartitionLoss strategy {strategy!r}; "
                 "use random, exclude_partition or partition_positive"
             )
-        check_positive("GlobalPartitionLoss temperature", temperature)
+        super().__init__(temperature, normalize, gather_distributed)
         self.strategy = strategy
-        self.temperature = temperature
-        self.normalize = normalize
-        self.gather_distributed = gather_distributed
 
     def extra_repr(self) -> str:
-        return (
-            f"strategy={self.strategy!r}, temperature={self.temperature}, normalize={self.normalize}, "
-            f"gather_distributed={self.gather_distributed}"
-        )
+        return f"strategy={self.strategy!r}, {super().extra_repr()}"
 
     def forward(self, view1: Tensor, view2: Tensor, partition_ids: Tensor | None = None) -> Tensor:
         """view1, view2: (B, D) two augmentations of B slices; partition_ids: (B,) partition index of each slice

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from medcl.losses.contrast import masked_info_nce, view_similarities
+from medcl.losses.contrast import ViewContrastLoss, masked_info_nce, view_similarities
 from medcl.losses.distributed import gather_no_grad
-from medcl.losses.validation import check_ids, check_positive
+from medcl.losses.validation import check_ids
 
 
-class SupConLoss(nn.Module):
+class SupConLoss(ViewContrastLoss):
     """Supervised contrastive loss [1] (the L^sup_out variant).
 
     With A the B*V anchor views, P(a) the views (other than a) whose sample has a's label, s = z . z' / tau::
@@ -26,16 +26,7 @@ class SupConLoss(nn.Module):
     """
 
     def __init__(self, temperature: float = 0.07, normalize: bool = True, gather_distributed: bool = True) -> None:
-        super().__init__()
-        check_positive("SupConLoss temperature", temperature)
-        self.temperature = temperature
-        self.normalize = normalize
-        self.gather_distributed = gather_distributed
-
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, normalize={self.normalize}, gather_distributed={self.gather_distributed}"
-        )
+        super().__init__(temperature, normalize, gather_distributed)
 
     def forward(self, features: Tensor, labels: Tensor | None = None) -> Tensor:
         """features: (B, V, D) V views per sample; labels: (B,) integer class of each sample. Returns a scalar."""
