@@ -28,10 +28,12 @@ from typing import Any
 METHODS = ("fine-tuned from contrastive", "from scratch", "retrieval (1-NN)")
 SHOWN = ("BLEU_1", "BLEU_4", "METEOR", "ROUGE_L", "CIDEr", "rule_ce_14_micro_f1", "rule_ce_5_micro_f1",
          "rule_ce_14_macro_f1")  # fmt: skip
-# CPU-sized generator: narrow ResNet-10 backbone (as the contrastive demo), 2-layer MiniLM context, 2-layer GPT-2.
+# CPU-sized generator: narrow ResNet-10 backbone (as the contrastive demo), 2-layer MiniLM context, 2-layer GPT-2,
+# with PromptMRG's diagnosis prompt (--no-finding-prompt for the plain generator).
 GENERATOR = {
     "backbone_overrides": {"text": {"num_hidden_layers": 2, "max_length": 64, "trainable_layers": 1}},
     "decoder": {"config_overrides": {"n_layer": 2, "n_embd": 128, "n_head": 4, "n_positions": 256}},
+    "finding_prompt": True,
 }
 
 
@@ -71,24 +73,27 @@ def report_data(args: argparse.Namespace) -> Any:
     return data
 
 
-def generate(args: argparse.Namespace, seed: int, checkpoint: Path | None, root: Path) -> tuple[list[str], list[str]]:
-    """Fine-tune a generator (from ``checkpoint`` or scratch) and generate the test reports."""
+def generate(args: argparse.Namespace, seed: int, checkpoint: Path | None, root: Path
+             ) -> tuple[list[str], list[str], dict[str, float]]:  # fmt: skip
+    """Fine-tune a generator (from ``checkpoint`` or scratch); the test references, generations and prompt scores."""
     from lightning.pytorch import seed_everything
 
     from medcl.tasks.report import ReportGeneration
 
     seed_everything(seed, workers=True)
-    overrides = {**GENERATOR, **({"checkpoint": str(checkpoint)} if checkpoint else {})}
+    overrides = {**GENERATOR, "finding_prompt": args.finding_prompt,
+                 **({"checkpoint": str(checkpoint)} if checkpoint else {})}  # fmt: skip
     task = ReportGeneration("report-gen-demo", model_overrides=overrides, lr=args.lr, num_beams=args.beams,
                             max_new_tokens=80, val_max_reports=0, output_dir=str(root))  # fmt: skip
     data = report_data(args)
     trainer = _trainer(args, args.epochs, root)
     trainer.fit(task, datamodule=data)
-    trainer.test(task, datamodule=data, verbose=False)
+    results = trainer.test(task, datamodule=data, verbose=False)[0]
     import pandas as pd
 
     frame = pd.read_csv(root / "generated_reports_test.csv", keep_default_na=False)
-    return frame["reference"].tolist(), frame["generated"].tolist()
+    prompt = {k.removeprefix("test/"): float(v) for k, v in results.items() if k.startswith("test/prompt_")}
+    return frame["reference"].tolist(), frame["generated"].tolist(), prompt
 
 
 def retrieve(args: argparse.Namespace, checkpoint: Path) -> tuple[list[str], list[str]]:
@@ -124,6 +129,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=6)
     parser.add_argument("--lr", type=float, default=5e-4)
     parser.add_argument("--beams", type=int, default=3)
+    parser.add_argument(
+        "--no-finding-prompt",
+        dest="finding_prompt",
+        action="store_false",
+        help="plain generator without the diagnosis prompt (the 22 Nov 2026 collapsed rows)",
+    )
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -140,14 +151,17 @@ def main() -> None:
             if (method, seed) in done:
                 continue
             started = time.perf_counter()
+            prompt: dict[str, float] = {}
             if method == METHODS[2]:
                 references, generated = retrieve(args, checkpoint)
             else:
                 run_root = root / method.split()[0]
-                references, generated = generate(args, seed, checkpoint if method == METHODS[0] else None, run_root)
+                references, generated, prompt = generate(args, seed, checkpoint if method == METHODS[0] else None,
+                                                         run_root)  # fmt: skip
             scores = score_reports(references, generated)
             row = {"method": method, "seed": seed, "n": len(references), "seconds": time.perf_counter() - started,
-                   **{k: v for k, v in scores.corpus.items() if "_f1_" not in k}}  # fmt: skip
+                   "finding_prompt": args.finding_prompt and method != METHODS[2],
+                   **{k: v for k, v in scores.corpus.items() if "_f1_" not in k}, **prompt}  # fmt: skip
             with results_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row))

@@ -56,19 +56,32 @@ class Progress(Callback):
             logging.info("step %d loss %.4f (%.0f s)", trainer.global_step, loss, time.perf_counter() - self.start)
 
 
-def trainer(steps: int, root: Path) -> Trainer:
+class LearningCurve(Callback):
+    """Held-out mean Dice at every in-training validation, keyed by optimizer step."""
+
+    def __init__(self) -> None:
+        self.dice: dict[int, float] = {}
+
+    def on_validation_end(self, trainer: Trainer, module: Any) -> None:
+        if "val/dice_mean" in trainer.callback_metrics:
+            self.dice[trainer.global_step] = float(trainer.callback_metrics["val/dice_mean"])
+
+
+def trainer(steps: int, root: Path, val_every: int = 0, callbacks: list[Callback] | None = None) -> Trainer:
+    validate = {"val_check_interval": val_every, "check_val_every_n_epoch": None} if val_every else \
+        {"limit_val_batches": 0}  # fmt: skip
     return Trainer(
-        callbacks=[Progress()],
+        callbacks=[Progress(), *(callbacks or [])],
         max_steps=steps,
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
-        limit_val_batches=0,
         default_root_dir=root,
         accelerator="cpu",
         deterministic=False,
+        **validate,
     )
 
 
@@ -115,6 +128,7 @@ def finetune(
     model: str,
     overrides: dict,
     out: Path,
+    curve_every: int = 0,
 ) -> dict[str, Any]:
     seed_everything(seed, workers=True)
     data = SegmentationDataModule(
@@ -142,14 +156,16 @@ def finetune(
         overlay_every_n_epochs=0,
     )
     start = time.perf_counter()
-    fit = trainer(steps, out)
+    curve = LearningCurve()
+    fit = trainer(steps, out, curve_every, [curve])
     fit.fit(task, datamodule=data)
     evaluation = Trainer(logger=False, enable_progress_bar=False, enable_model_summary=False, accelerator="cpu")
     metrics = {
         k.removeprefix("val/"): float(v)
         for k, v in evaluation.validate(task, datamodule=data, verbose=False)[0].items()
     }
-    row = {"arm": arm, "labels": labels, "seed": seed, "seconds": round(time.perf_counter() - start, 1), **metrics}
+    row = {"arm": arm, "labels": labels, "seed": seed, "seconds": round(time.perf_counter() - start, 1), **metrics,
+           **{f"dice_mean@{step}": dice for step, dice in curve.dice.items() if step < steps}}  # fmt: skip
     logging.info("%s", json.dumps(row))
     return row
 
@@ -179,9 +195,11 @@ def main() -> None:
     parser.add_argument("--labels", type=int, nargs="+", default=[1, 2, 5])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", default=["scratch", "voco", "simclr3d"])
-    parser.add_argument("--features", type=int, nargs=6, default=[4, 8, 16, 32, 64, 4], help="BasicUNet widths")
-    parser.add_argument("--pretrain-steps", type=int, default=120)
-    parser.add_argument("--finetune-steps", type=int, default=80)
+    # 8-16-32-64-128-16: the 4-8-16-32-64-4 U-Net of the first study learned only the liver (docs/volume.md).
+    parser.add_argument("--features", type=int, nargs=6, default=[8, 16, 32, 64, 128, 16], help="BasicUNet widths")
+    parser.add_argument("--pretrain-steps", type=int, default=400)
+    parser.add_argument("--finetune-steps", type=int, default=150)
+    parser.add_argument("--curve-every", type=int, default=50, help="also score held-out Dice every N steps")
     parser.add_argument("--n-train", type=int, default=16, help="labelled synthetic cases (a fifth become val)")
     parser.add_argument("--n-test", type=int, default=6, help="unlabelled synthetic cases (pretraining only)")
     parser.add_argument("--threads", type=int, default=1)
@@ -209,7 +227,18 @@ def main() -> None:
                 if len(done) and ((done["arm"] == arm) & (done["labels"] == labels) & (done["seed"] == seed)).any():
                     continue
                 rows.append(
-                    finetune(arm, inits[arm], labels, seed, manifest, args.finetune_steps, args.model, overrides, out)
+                    finetune(
+                        arm,
+                        inits[arm],
+                        labels,
+                        seed,
+                        manifest,
+                        args.finetune_steps,
+                        args.model,
+                        overrides,
+                        out,
+                        args.curve_every,
+                    )
                 )
                 pd.DataFrame(rows).to_csv(results_path, index=False)
     results = pd.DataFrame(rows)

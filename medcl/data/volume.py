@@ -478,6 +478,20 @@ class _VolumeDataModule(LightningDataModule):
             return persistent_dataset(records, transform, self.settings["cache_dir"])
         return Dataset(records, transform)
 
+    def _transform(self, seed: int | None) -> mt.Compose:
+        """Preprocessing + the module's views; ``seed`` fixes the random views (validation), None for training."""
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        data = self.records(self.rows(self.settings["train_splits"]))
+        return self.loader(self.dataset(data, self._transform(None)), train=True)
+
+    def val_dataloader(self) -> DataLoader | list:
+        split = self.settings["val_split"]
+        if not split or (self.frame is not None and not (self.frame["split"] == split).any()):
+            return []
+        return self.loader(self.dataset(self.records(self.rows([split])), self._transform(0)), train=False)
+
     def loader(self, dataset: Dataset, *, train: bool, batch_size: int | None = None) -> DataLoader:
         workers = self.settings["num_workers"]
         return DataLoader(
@@ -533,16 +547,6 @@ class VoCoDataModule(_VolumeDataModule):
             transform.set_random_state(seed=seed)
         return transform
 
-    def train_dataloader(self) -> DataLoader:
-        data = self.records(self.rows(self.settings["train_splits"]))
-        return self.loader(self.dataset(data, self._transform(None)), train=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        split = self.settings["val_split"]
-        if not split or (self.frame is not None and not (self.frame["split"] == split).any()):
-            return []
-        return self.loader(self.dataset(self.records(self.rows([split])), self._transform(0)), train=False)
-
 
 class VolumeViewsDataModule(_VolumeDataModule):
     """Volumes -> two augmented crops per volume (SimCLR-3D and SwinUNETR-SSL pretraining; see :class:`TwoViewsd`).
@@ -569,16 +573,6 @@ class VolumeViewsDataModule(_VolumeDataModule):
         if seed is not None:
             transform.set_random_state(seed=seed)
         return transform
-
-    def train_dataloader(self) -> DataLoader:
-        data = self.records(self.rows(self.settings["train_splits"]))
-        return self.loader(self.dataset(data, self._transform(None)), train=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        split = self.settings["val_split"]
-        if not split or (self.frame is not None and not (self.frame["split"] == split).any()):
-            return []
-        return self.loader(self.dataset(self.records(self.rows([split])), self._transform(0)), train=False)
 
 
 class SliceContrastDataModule(_VolumeDataModule):
@@ -608,16 +602,6 @@ class SliceContrastDataModule(_VolumeDataModule):
         if seed is not None:
             transform.set_random_state(seed=seed)
         return transform
-
-    def train_dataloader(self) -> DataLoader:
-        data = self.records(self.rows(self.settings["train_splits"]))
-        return self.loader(self.dataset(data, self._transform(None)), train=True)
-
-    def val_dataloader(self) -> DataLoader | list:
-        split = self.settings["val_split"]
-        if not split or (self.frame is not None and not (self.frame["split"] == split).any()):
-            return []
-        return self.loader(self.dataset(self.records(self.rows([split])), self._transform(0)), train=False)
 
 
 class SegmentationDataModule(_VolumeDataModule):

@@ -41,7 +41,8 @@ CHEXBERT_CONDITIONS = (
     "Support Devices",
     "No Finding",
 )
-_CHEXBERT_TO_CODE = {0: np.nan, 1: 1.0, 2: 0.0, 3: -1.0}
+# CheXbert's per-observation classes (blank, positive, negative, uncertain) -> CheXpert codes.
+CHEXBERT_CLASS_CODES = (np.nan, 1.0, 0.0, -1.0)
 CE_FIVE = CHEXPERT_5X200  # the same five observations
 
 
@@ -150,5 +151,5 @@ class CheXbertLabeler:
             logits = self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device))
             classes = torch.stack([head.argmax(dim=1) for head in logits], dim=1).cpu().numpy()
             for head, column in enumerate(columns):
-                out[start : start + len(chunk), column] = [_CHEXBERT_TO_CODE[int(c)] for c in classes[:, head]]
+                out[start : start + len(chunk), column] = [CHEXBERT_CLASS_CODES[int(c)] for c in classes[:, head]]
         return out

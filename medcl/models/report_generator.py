@@ -13,6 +13,14 @@ contrastive pretraining run (``medcl fit -c configs/cxr/...``), which is what "f
 checkpoint" means. Its contrastive towers stay usable, so the task can add a CLIP loss next to captioning (CoCa).
 The decoder is ``transformers.GPT2LMHeadModel`` with ``add_cross_attention=True``: ``distilgpt2`` in the real config
 (its cross-attention layers are new), a small random GPT-2 with the offline byte-level BPE tokenizer in CPU configs.
+
+``finding_prompt=True`` adds PromptMRG's diagnosis-driven prompt (Jin et al., AAAI 2024): a head on the pooled image
+tokens classifies each of the 14 CheXpert observations as blank / positive / negative / uncertain, and the decoder
+reads one learned embedding per (observation, state) as a 14-token prefix before ``<bos>``. The head is trained
+with cross-entropy against the reference report's labels (the rule-based labeler of :mod:`medcl.eval`); the decoder
+is trained on prompts built from those reference labels (teacher forcing, so it learns to put the prompt into words)
+and generates from the head's predictions. Why: a small decoder trained briefly collapses to the most frequent normal
+report (docs/report_generation.md); an explicit diagnosis in its self-attention prefix is what it cannot ignore.
 """
 
 from __future__ import annotations
@@ -26,6 +34,8 @@ import torch
 from torch import Tensor, nn
 
 from medcl.errors import ConfigError, InvalidInputError
+from medcl.eval.chexpert_labeler import label_reports
+from medcl.eval.clinical import CHEXBERT_CLASS_CODES
 from medcl.models.factory import create_model, register_architecture
 from medcl.models.weights import load_matching_state_dict
 
@@ -35,6 +45,20 @@ TOKENIZER_DIR = Path(__file__).parent / "tokenizers"
 OFFLINE_TOKENIZERS = {"cxr-bpe-synthetic": TOKENIZER_DIR / "cxr-bpe-synthetic"}
 ROLES = {"current": 0, "other_view": 1, "prior": 2, "context": 3}
 NO_INDICATION, NO_PRIOR_REPORT = "[NHI]", "[NHPR]"
+# Prompt states per observation: CheXbert's classes, PromptMRG's [BLA] [POS] [NEG] [UNC] -> CheXpert codes.
+FINDING_STATE_CODES = CHEXBERT_CLASS_CODES
+
+
+def codes_to_states(codes: Tensor) -> Tensor:
+    """CheXpert codes (1 positive, 0 negative, -1 uncertain, NaN blank) -> state indices of FINDING_STATE_CODES."""
+    states = torch.zeros(codes.shape, dtype=torch.long, device=codes.device)  # NaN -> blank
+    for state, code in enumerate(FINDING_STATE_CODES[1:], start=1):
+        states[codes == code] = state
+    return states
+
+
+def states_to_codes(states: Tensor) -> Tensor:
+    return torch.tensor(FINDING_STATE_CODES, device=states.device)[states]
 
 
 def context_prompt(indication: str | None, prior_report: str | None, history: str | None = None) -> str:
@@ -94,6 +118,8 @@ class ReportGenerator(nn.Module):
             ``config_overrides`` (e.g. ``{"n_layer": 2, "n_embd": 128}`` for a random CPU decoder).
         use_context: encode the indication / prior-report prompt into the memory.
         max_image_tokens: size of the learned token-position table (tokens per view).
+        finding_prompt: PromptMRG-style diagnosis prompt (see the module docstring).
+        finding_loss_weight: weight of the finding head's cross-entropy next to the captioning loss.
     """
 
     def __init__(
@@ -104,6 +130,8 @@ class ReportGenerator(nn.Module):
         decoder: dict[str, Any] | None = None,
         use_context: bool = True,
         max_image_tokens: int = 1024,
+        finding_prompt: bool = False,
+        finding_loss_weight: float = 1.0,
     ) -> None:
         super().__init__()
         from transformers import AutoConfig, GPT2LMHeadModel
@@ -139,6 +167,14 @@ class ReportGenerator(nn.Module):
             text_dim = self.backbone.text_encoder.out_dim
             self.context_projection = nn.Sequential(nn.Linear(text_dim, width), nn.LayerNorm(width))
         self.pretrained_checkpoint = bool(checkpoint)
+        self.finding_prompt = finding_prompt
+        self.finding_loss_weight = finding_loss_weight
+        if finding_prompt:
+            from medcl.data.manifest import CHEXPERT_LABELS
+
+            self.n_findings, n_states = len(CHEXPERT_LABELS), len(FINDING_STATE_CODES)
+            self.finding_head = nn.Sequential(nn.LayerNorm(image_dim), nn.Linear(image_dim, self.n_findings * n_states))
+            self.finding_embeddings = nn.Embedding(self.n_findings * n_states, width)
 
     # -- weights ----------------------------------------------------------------------------------------------
     def load_backbone(self, checkpoint: str) -> None:
@@ -166,6 +202,12 @@ class ReportGenerator(nn.Module):
     def image_memory(self, images: Tensor, view_mask: Tensor | None = None, view_role: Tensor | None = None
                      ) -> tuple[Tensor, Tensor]:  # fmt: skip
         """(B, C, H, W) or (B, V, C, H, W) -> memory (B, V*N, width) and its mask (B, V*N) bool."""
+        memory, mask, _ = self._encode_views(images, view_mask, view_role)
+        return memory, mask
+
+    def _encode_views(self, images: Tensor, view_mask: Tensor | None, view_role: Tensor | None
+                      ) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        """Memory, its mask and the image features pooled over the current study's views (B, C) for the head."""
         if images.ndim == 4:
             images = images.unsqueeze(1)
         batch, views = images.shape[:2]
@@ -175,6 +217,10 @@ class ReportGenerator(nn.Module):
             view_role = torch.zeros(batch, views, dtype=torch.long, device=images.device)
             view_role[:, 1:] = ROLES["other_view"]
         tokens = self.backbone.image_encoder(images.flatten(0, 1)).tokens  # (B*V, N, C)
+        # The diagnosis describes the current study: average its valid views' tokens, never the prior's.
+        current = (view_mask.bool() & (view_role != ROLES["prior"])).to(tokens.dtype)  # (B, V)
+        per_view = tokens.mean(dim=1).view(batch, views, -1)
+        pooled = (per_view * current.unsqueeze(2)).sum(1) / current.sum(1, keepdim=True).clamp_min(1)
         n_tokens = tokens.shape[1]
         if n_tokens > self.image_positions.num_embeddings:
             raise ConfigError(
@@ -183,18 +229,42 @@ class ReportGenerator(nn.Module):
         memory = self.image_projection(tokens) + self.image_positions.weight[:n_tokens]
         memory = memory.view(batch, views, n_tokens, -1) + self.roles(view_role).unsqueeze(2)
         mask = view_mask.bool().unsqueeze(2).expand(batch, views, n_tokens)
-        return memory.flatten(1, 2), mask.flatten(1, 2)
+        return memory.flatten(1, 2), mask.flatten(1, 2), pooled
 
     def memory(self, images: Tensor, contexts: Sequence[str] | None = None, view_mask: Tensor | None = None,
                view_role: Tensor | None = None) -> tuple[Tensor, Tensor]:  # fmt: skip
-        memory, mask = self.image_memory(images, view_mask, view_role)
+        memory, mask, _ = self._memory_and_features(images, contexts, view_mask, view_role)
+        return memory, mask
+
+    def _memory_and_features(self, images: Tensor, contexts: Sequence[str] | None, view_mask: Tensor | None,
+                             view_role: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
+        memory, mask, pooled = self._encode_views(images, view_mask, view_role)
         if self.use_context and contexts is not None:
             encoded = self.backbone.text_encoder(list(contexts))
             context = self.context_projection(encoded.tokens) + self.roles.weight[ROLES["context"]]
             context_mask = encoded.mask if encoded.mask is not None else torch.ones(context.shape[:2], dtype=torch.bool)
             memory = torch.cat([memory, context], dim=1)
             mask = torch.cat([mask, context_mask.to(mask.device)], dim=1)
-        return memory, mask
+        return memory, mask, pooled
+
+    # -- diagnosis prompt (PromptMRG) -------------------------------------------------------------------------
+    def finding_logits(self, pooled: Tensor) -> Tensor:
+        """Pooled image features (B, C) -> per-observation state logits (B, 14, 4)."""
+        return self.finding_head(pooled).view(len(pooled), self.n_findings, len(FINDING_STATE_CODES))
+
+    def prompt_embeddings(self, states: Tensor) -> Tensor:
+        """State indices (B, 14) -> the decoder's prefix embeddings (B, 14, width)."""
+        offsets = torch.arange(self.n_findings, device=states.device) * len(FINDING_STATE_CODES)
+        return self.finding_embeddings(states + offsets)
+
+    @torch.no_grad()
+    def predict_findings(self, images: Tensor, view_mask: Tensor | None = None, view_role: Tensor | None = None
+                         ) -> Tensor:  # fmt: skip
+        """The head's CheXpert codes (B, 14) for a study: what the generated report is prompted with."""
+        if not self.finding_prompt:
+            raise ConfigError("predict_findings needs a model built with finding_prompt=true")
+        _, _, pooled = self._encode_views(images, view_mask, view_role)
+        return states_to_codes(self.finding_logits(pooled).argmax(-1))
 
     # -- training and generation ------------------------------------------------------------------------------
     def tokenize_targets(self, reports: Sequence[str], max_length: int) -> dict[str, Tensor]:
@@ -220,11 +290,51 @@ class ReportGenerator(nn.Module):
         view_mask: Tensor | None = None,
         view_role: Tensor | None = None,
         max_length: int = 128,
+        finding_codes: Tensor | None = None,
     ) -> Tensor:
-        """Teacher-forced captioning loss (mean token cross-entropy)."""
-        memory, mask = self.memory(images, contexts, view_mask, view_role)
+        """Teacher-forced training loss: captioning (+ ``finding_loss_weight`` x finding cross-entropy)."""
+        return self.total_loss(self.losses(images, reports, contexts, view_mask, view_role, max_length, finding_codes))
+
+    def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
+        return losses["caption"] + self.finding_loss_weight * losses["finding"] if "finding" in losses else \
+            losses["caption"]  # fmt: skip
+
+    def losses(
+        self,
+        images: Tensor,
+        reports: Sequence[str],
+        contexts: Sequence[str] | None = None,
+        view_mask: Tensor | None = None,
+        view_role: Tensor | None = None,
+        max_length: int = 128,
+        finding_codes: Tensor | None = None,
+    ) -> dict[str, Tensor]:
+        """``caption``: mean token cross-entropy; ``finding`` (with the prompt): the head's cross-entropy.
+
+        ``finding_codes`` (B, 14) are the reports' CheXpert codes; by default the rule-based labeler reads them from
+        ``reports`` (pass the codes of the free-text report when ``reports`` are structured).
+        """
+        memory, mask, pooled = self._memory_and_features(images, contexts, view_mask, view_role)
         targets = self.tokenize_targets(reports, max_length)
-        return self.decoder(**targets, encoder_hidden_states=memory, encoder_attention_mask=mask.long()).loss
+        if not self.finding_prompt:
+            caption = self.decoder(**targets, encoder_hidden_states=memory, encoder_attention_mask=mask.long()).loss
+            return {"caption": caption}
+        if finding_codes is None:
+            finding_codes = torch.from_numpy(label_reports(list(reports)))
+        states = codes_to_states(finding_codes.to(pooled.device))
+        logits = self.finding_logits(pooled)
+        finding = nn.functional.cross_entropy(logits.flatten(0, 1), states.flatten())
+        prefix = self.prompt_embeddings(states)  # teacher forcing: the reference diagnosis
+        embeds = torch.cat([prefix, self.decoder.transformer.wte(targets["input_ids"])], dim=1)
+        ones = torch.ones(prefix.shape[:2], dtype=torch.long, device=prefix.device)
+        caption = self.decoder(
+            inputs_embeds=embeds,
+            attention_mask=torch.cat([ones, targets["attention_mask"]], dim=1),
+            labels=torch.cat([torch.full_like(ones, -100), targets["labels"]], dim=1),
+            encoder_hidden_states=memory,
+            encoder_attention_mask=mask.long(),
+        ).loss
+        return {"caption": caption, "finding": finding}
 
     @torch.no_grad()
     def generate(
@@ -240,13 +350,19 @@ class ReportGenerator(nn.Module):
         no_repeat_ngram_size: int = 0,
         use_cache: bool = True,
     ) -> list[str]:
-        """Beam search (``num_beams=1``: greedy) from ``<bos>``; returns the decoded reports."""
-        memory, mask = self.memory(images, contexts, view_mask, view_role)
+        """Beam search (``num_beams=1``: greedy) from ``<bos>`` (after the predicted diagnosis prompt, if any)."""
+        memory, mask, pooled = self._memory_and_features(images, contexts, view_mask, view_role)
         tok = self.tokenizer
         start = torch.full((memory.shape[0], 1), tok.bos_token_id, dtype=torch.long, device=memory.device)
+        if self.finding_prompt:
+            prefix = self.prompt_embeddings(self.finding_logits(pooled).argmax(-1))
+            inputs = {"inputs_embeds": torch.cat([prefix, self.decoder.transformer.wte(start)], dim=1)}
+        else:
+            inputs = {"input_ids": start}
+        length = next(iter(inputs.values())).shape[1]
         output = self.decoder.generate(
-            input_ids=start,
-            attention_mask=torch.ones_like(start),
+            **inputs,
+            attention_mask=torch.ones(len(start), length, dtype=torch.long, device=memory.device),
             encoder_hidden_states=memory,
             encoder_attention_mask=mask.long(),
             num_beams=num_beams,
@@ -259,7 +375,9 @@ class ReportGenerator(nn.Module):
             eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
         )
-        return [t.strip() for t in tok.batch_decode(output[:, 1:], skip_special_tokens=True)]
+        # With input_ids generate() returns them too (drop <bos>); with inputs_embeds only the new tokens.
+        new_tokens = output if self.finding_prompt else output[:, 1:]
+        return [t.strip() for t in tok.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
 @register_architecture("report_generator")

@@ -20,7 +20,8 @@ from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from medcl.data.report import flatten_structured_report, structure_report
-from medcl.eval.clinical import CheXbertLabeler
+from medcl.eval.chexpert_labeler import label_reports
+from medcl.eval.clinical import CheXbertLabeler, ce_scores
 from medcl.eval.report_cli import score_reports
 from medcl.models import create_model
 from medcl.models.report_generator import ReportGenerator
@@ -84,6 +85,7 @@ class ReportGeneration(LightningModule):
             self.contrastive_loss = contrastive_loss or ClipLoss()
         self._chexbert: CheXbertLabeler | None = None
         self._generated: list[dict[str, str]] = []
+        self._prompt_codes: list[Tensor] = []  # the diagnosis-prompt head's codes per evaluated batch
 
     # -- training ---------------------------------------------------------------------------------------------
     def targets(self, texts: Sequence[str]) -> list[str]:
@@ -97,12 +99,20 @@ class ReportGeneration(LightningModule):
             "view_role": batch.get("view_role"),
         }
 
+    def _losses(self, batch: Mapping[str, Any], stage: str) -> Tensor:
+        """The model's losses, logged as ``<stage>/<name>_loss``; returns their weighted sum."""
+        # Diagnosis-prompt labels come from the free-text report, also when the targets are structured.
+        codes = torch.from_numpy(label_reports(batch["text"])) if self.model.finding_prompt else None
+        losses = self.model.losses(**self._inputs(batch), reports=self.targets(batch["text"]),
+                                   max_length=self.hparams.max_length, finding_codes=codes)  # fmt: skip
+        size, train = len(batch["text"]), stage == "train"
+        for name, value in losses.items():
+            self.log(f"{stage}/{name}_loss", value, on_step=train, on_epoch=True, prog_bar=train, batch_size=size)
+        return self.model.total_loss(losses)
+
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         size = len(batch["text"])
-        loss = self.model(
-            **self._inputs(batch), reports=self.targets(batch["text"]), max_length=self.hparams.max_length
-        )
-        self.log("train/caption_loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        loss = self._losses(batch, "train")
         if self.hparams.contrastive_weight > 0:
             backbone = self.model.backbone
             anchor = batch["images"][:, 0] if batch["images"].ndim == 5 else batch["images"]
@@ -135,17 +145,17 @@ class ReportGeneration(LightningModule):
         return self.model.generate(**self._inputs(batch), **{**settings, **overrides})
 
     def _eval_step(self, batch: Mapping[str, Any], stage: str) -> None:
-        size = len(batch["text"])
-        loss = self.model(
-            **self._inputs(batch), reports=self.targets(batch["text"]), max_length=self.hparams.max_length
-        )
-        self.log(f"{stage}/caption_loss", loss, on_epoch=True, batch_size=size)
+        self._losses(batch, stage)
         limit = self.hparams.val_max_reports if stage == "val" else None
         if limit is not None and len(self._generated) >= limit:
             return
         generated = self.generate(batch)
         for study, reference, text in zip(batch["study_id"], batch["text"], generated):
             self._generated.append({"study_id": str(study), "reference": reference, "generated": text})
+        if self.model.finding_prompt:
+            inputs = self._inputs(batch)
+            self._prompt_codes.append(self.model.predict_findings(inputs["images"], inputs["view_mask"],
+                                                                  inputs["view_role"]).cpu())  # fmt: skip
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")
@@ -154,21 +164,30 @@ class ReportGeneration(LightningModule):
         self._eval_step(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
-        self._generated = []
+        self._generated, self._prompt_codes = [], []
 
     def on_test_epoch_start(self) -> None:
-        self._generated = []
+        self._generated, self._prompt_codes = [], []
+
+    def _prompt_scores(self) -> dict[str, float]:
+        """Clinical efficacy of the diagnosis prompt itself (rule labels of the references vs the head's codes)."""
+        if not self._prompt_codes:
+            return {}
+        references = label_reports([row["reference"] for row in self._generated])
+        return {k: v for k, v in ce_scores(references, torch.cat(self._prompt_codes).numpy(), "prompt_ce").items()
+                if k.endswith("_f1")}  # fmt: skip
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking or not self._generated or self.hparams.val_max_reports == 0:
             return
         scores = self.score(pd.DataFrame(self._generated), metrics=("bleu", "rouge", "cider"))
-        self.log_dict({f"val/{k}": v for k, v in scores.corpus.items() if "_f1_" not in k})
+        corpus = {k: v for k, v in scores.corpus.items() if "_f1_" not in k} | self._prompt_scores()
+        self.log_dict({f"val/{k}": v for k, v in corpus.items()})
 
     def on_test_epoch_end(self) -> None:
         frame = pd.DataFrame(self._generated)
         scores = self.score(frame)
-        self.log_dict({f"test/{k}": v for k, v in scores.corpus.items()})
+        self.log_dict({f"test/{k}": v for k, v in (scores.corpus | self._prompt_scores()).items()})
         for name, why in scores.skipped.items():
             self.print(f"test: {name} skipped: {why}")
         self.write_outputs(frame.join(scores.per_report), "test")

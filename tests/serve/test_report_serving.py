@@ -196,7 +196,8 @@ def test_logged_report_model_loads_offline_and_generates_what_the_task_generates
 
 def test_hf_towers_are_rebuilt_from_the_logged_configs_alone(tmp_path):
     """A generator on the paper-scale `convirt` backbone (a DINOv2 image tower named `microsoft/rad-dino`, which does
-    not resolve offline) is rebuilt from the saved configs and tokenizers alone and takes its state dict strictly."""
+    not resolve offline) with the diagnosis prompt is rebuilt from the saved configs and tokenizers alone and takes
+    its state dict strictly."""
     from medcl.models import create_model, model_config
     from medcl.models.report_generator import ReportGenerator
     from medcl.registry import offline_generator_spec, save_hf_components
@@ -208,7 +209,8 @@ def test_hf_towers_are_rebuilt_from_the_logged_configs_alone(tmp_path):
         "text": {**TINY_GENERATOR["backbone_overrides"]["text"], "name_or_path": "minilm"},
         "embed_dim": 16, "num_latents": 4, "perceiver_depth": 1, "cross_heads": 2, "latent_heads": 2, "head_dim": 8,
     }  # fmt: skip
-    overrides = {**TINY_GENERATOR, "backbone": "convirt", "backbone_overrides": backbone}
+    # With the diagnosis prompt: its head and prompt embeddings travel in the state dict like any other weight.
+    overrides = {**TINY_GENERATOR, "backbone": "convirt", "backbone_overrides": backbone, "finding_prompt": True}
     seed_everything(0)
     generator = create_model("report-gen-demo", **overrides).eval()
     save_hf_components(generator, tmp_path / "hf")

@@ -10,8 +10,15 @@ import torch
 from lightning.pytorch import Trainer, seed_everything
 
 from medcl.data.report import ORGAN_SECTIONS, ReportDataModule, flatten_structured_report, structure_report
+from medcl.eval.chexpert_labeler import label_reports
 from medcl.models import create_model
-from medcl.models.report_generator import NO_INDICATION, NO_PRIOR_REPORT, context_prompt
+from medcl.models.report_generator import (
+    NO_INDICATION,
+    NO_PRIOR_REPORT,
+    codes_to_states,
+    context_prompt,
+    states_to_codes,
+)
 from medcl.tasks.report import ReportGeneration
 
 # A CPU-sized generator: narrow ResNet, a 1-layer random BERT for the context, a 2-layer random GPT-2.
@@ -77,6 +84,36 @@ def test_captioning_loss_learns(model) -> None:
     assert loss.item() < 0.5 * first
 
 
+def test_finding_states_round_trip_chexpert_codes() -> None:
+    codes = torch.tensor([[1.0, 0.0, -1.0, float("nan")]])
+    states = codes_to_states(codes)
+    assert states.tolist() == [[1, 2, 3, 0]]  # CheXbert's class order: blank, positive, negative, uncertain
+    assert torch.equal(states_to_codes(states).isnan(), codes.isnan())
+    assert states_to_codes(states)[:, :3].tolist() == [[1.0, 0.0, -1.0]]
+
+
+def test_finding_prompt_head_and_decoder_learn_the_diagnosis() -> None:
+    """Two images, two diagnoses: the head learns each image's labels and the prompted decoder writes its report."""
+    seed_everything(0)
+    trainable = create_model("report-gen-demo", **SMALL, finding_prompt=True)
+    optimizer = torch.optim.AdamW([p for p in trainable.parameters() if p.requires_grad], lr=3e-3)
+    images = torch.stack([torch.zeros(1, 32, 32), torch.ones(1, 32, 32)])
+    reports = ["Moderate cardiomegaly.", "No pleural effusion."]
+    for _ in range(40):
+        optimizer.zero_grad()
+        losses = trainable.losses(images, reports)
+        trainable.total_loss(losses).backward()
+        optimizer.step()
+    trainable.eval()
+    codes = trainable.predict_findings(images)
+    expected = torch.from_numpy(label_reports(reports)).float()
+    assert torch.equal(codes.isnan(), expected.isnan()) and torch.equal(codes.nan_to_num(9), expected.nan_to_num(9))
+    cached = trainable.generate(images, num_beams=1, max_new_tokens=12, use_cache=True)
+    assert cached == reports
+    assert trainable.generate(images, num_beams=1, max_new_tokens=12, use_cache=False) == cached
+    assert trainable.generate(images, num_beams=3, max_new_tokens=12) == reports
+
+
 def test_structured_reports_round_trip() -> None:
     text = "ET tube 4 cm above the carina. Mild pulmonary edema. Small left pleural effusion. Heart size is normal."
     structured = structure_report(text)
@@ -121,14 +158,16 @@ def test_items_hold_views_prior_and_context(manifest) -> None:
 def test_fit_and_test_write_generated_reports(manifest, tmp_path) -> None:
     seed_everything(0)
     data = ReportDataModule(str(manifest), image_size=64, batch_size=4, num_workers=0)
-    task = ReportGeneration(model="report-gen-demo", model_overrides=SMALL, num_beams=2, max_new_tokens=10,
-                            val_max_reports=4, output_dir=str(tmp_path), contrastive_weight=0.5)  # fmt: skip
+    task = ReportGeneration(model="report-gen-demo", model_overrides={**SMALL, "finding_prompt": True}, num_beams=2,
+                            max_new_tokens=10, val_max_reports=4, output_dir=str(tmp_path),
+                            contrastive_weight=0.5)  # fmt: skip
     trainer = Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, limit_test_batches=1, logger=False,
                       enable_checkpointing=False, enable_progress_bar=False, accelerator="cpu")  # fmt: skip
     trainer.fit(task, datamodule=data)
-    assert "train/contrastive_loss_step" in trainer.logged_metrics
+    assert {"train/contrastive_loss_step", "train/finding_loss_step"} <= set(trainer.logged_metrics)
     results = trainer.test(task, datamodule=data, verbose=False)[0]
     assert {"test/BLEU_4", "test/ROUGE_L", "test/CIDEr", "test/rule_ce_14_micro_f1"} <= set(results)
+    assert 0.0 <= results["test/prompt_ce_14_micro_f1"] <= 1.0  # the diagnosis head's own clinical efficacy
     assert not any(k.startswith("test/chexbert") for k in results)
     written = pd.read_csv(tmp_path / "generated_reports_test.csv", keep_default_na=False)
     assert len(written) == 4 and {"study_id", "reference", "generated", "BLEU_4", "rule_ce_f1"} <= set(written.columns)
