@@ -54,6 +54,23 @@ CHEXPERT_LABELS = (
     "Pneumothorax",
     "Support Devices",
 )
+# The same 14 in the CheXpert CSVs' clinical column order (CheXbert's heads: the last 13 of these, then No Finding).
+CHEXPERT_CLINICAL_ORDER = (
+    "No Finding",
+    "Enlarged Cardiomediastinum",
+    "Cardiomegaly",
+    "Lung Opacity",
+    "Lung Lesion",
+    "Edema",
+    "Consolidation",
+    "Pneumonia",
+    "Atelectasis",
+    "Pneumothorax",
+    "Pleural Effusion",
+    "Pleural Other",
+    "Fracture",
+    "Support Devices",
+)
 # The five classes of the CheXpert 5x200 zero-shot benchmark (GLoRIA convention).
 CHEXPERT_5X200 = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 

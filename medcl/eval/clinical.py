@@ -21,26 +21,11 @@ import torch
 from sklearn.metrics import precision_recall_fscore_support
 from torch import nn
 
-from medcl.data.manifest import CHEXPERT_5X200, CHEXPERT_LABELS
+from medcl.data.manifest import CHEXPERT_5X200, CHEXPERT_CLINICAL_ORDER, CHEXPERT_LABELS
 from medcl.errors import InvalidInputError
 
 # CheXbert's head order (its CONDITIONS list); codes per head: 0 blank, 1 positive, 2 negative, 3 uncertain.
-CHEXBERT_CONDITIONS = (
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-    "No Finding",
-)
+CHEXBERT_CONDITIONS = (*CHEXPERT_CLINICAL_ORDER[1:], "No Finding")
 # CheXbert's per-observation classes (blank, positive, negative, uncertain) -> CheXpert codes.
 CHEXBERT_CLASS_CODES = (np.nan, 1.0, 0.0, -1.0)
 CE_FIVE = CHEXPERT_5X200  # the same five observations

@@ -282,22 +282,15 @@ class ReportGenerator(nn.Module):
         labels = input_ids.masked_fill(attention == 0, -100)
         return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
 
-    def forward(
-        self,
-        images: Tensor,
-        reports: Sequence[str],
-        contexts: Sequence[str] | None = None,
-        view_mask: Tensor | None = None,
-        view_role: Tensor | None = None,
-        max_length: int = 128,
-        finding_codes: Tensor | None = None,
-    ) -> Tensor:
-        """Teacher-forced training loss: captioning (+ ``finding_loss_weight`` x finding cross-entropy)."""
-        return self.total_loss(self.losses(images, reports, contexts, view_mask, view_role, max_length, finding_codes))
+    def forward(self, *args: Any, **kwargs: Any) -> Tensor:
+        """Teacher-forced training loss: captioning (+ ``finding_loss_weight`` x finding cross-entropy); the
+        arguments are those of :meth:`losses`."""
+        return self.total_loss(self.losses(*args, **kwargs))
 
     def total_loss(self, losses: dict[str, Tensor]) -> Tensor:
-        return losses["caption"] + self.finding_loss_weight * losses["finding"] if "finding" in losses else \
-            losses["caption"]  # fmt: skip
+        if "finding" not in losses:
+            return losses["caption"]
+        return losses["caption"] + self.finding_loss_weight * losses["finding"]
 
     def losses(
         self,

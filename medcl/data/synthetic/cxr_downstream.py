@@ -18,26 +18,9 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from medcl.data.manifest import CHEXPERT_LABELS
+from medcl.data.manifest import CHEXPERT_CLINICAL_ORDER, CHEXPERT_LABELS
 from medcl.data.synthetic._render import Finding, render
 
-# CheXpert CSV column order: clinical, not alphabetical.
-CHEXPERT_CLINICAL_ORDER = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
 # Findings the renderer draws; most studies get one 5x200 class alone so the zero-shot set fills.
 DRAWABLE = (
     "Atelectasis",
