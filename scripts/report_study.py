@@ -126,8 +126,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--pretrain-epochs", type=int, default=4)
-    parser.add_argument("--epochs", type=int, default=6)
-    parser.add_argument("--lr", type=float, default=5e-4)
+    parser.add_argument("--epochs", type=int, default=12)
+    parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--beams", type=int, default=3)
     parser.add_argument(
         "--no-finding-prompt",
@@ -135,6 +135,7 @@ def main() -> None:
         action="store_false",
         help="plain generator without the diagnosis prompt (the 22 Nov 2026 collapsed rows)",
     )
+    parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="subset to run")
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -147,7 +148,7 @@ def main() -> None:
         root = args.out / f"seed{seed}"
         root.mkdir(exist_ok=True)
         checkpoint = pretrain(args, seed, root)
-        for method in METHODS:
+        for method in args.methods:
             if (method, seed) in done:
                 continue
             started = time.perf_counter()

@@ -170,21 +170,28 @@ def finetune(
     return row
 
 
+def _cell(values: np.ndarray) -> str:
+    spread = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.3f} +- {spread:.3f} ({values.min():.3f}-{values.max():.3f}, n={len(values)})"
+
+
 def table(results: pd.DataFrame) -> str:
-    """Markdown: mean +- std (min-max) of mean Dice over seeds, per arm and labelled count."""
-    lines = [
-        "| labelled volumes | " + " | ".join(results["arm"].unique()) + " |",
-        "|---|" + "---|" * results["arm"].nunique(),
-    ]
+    """Markdown: mean +- std (min-max) of mean Dice over seeds, per arm and labelled count; then the same at each
+    in-training validation (``dice_mean@<step>`` columns), the learning curve."""
+    arms = list(results["arm"].unique())
+    header = ["| labelled volumes | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
+    lines = list(header)
     for labels, part in results.groupby("labels"):
-        cells = []
-        for arm in results["arm"].unique():
-            dice = part[part["arm"] == arm]["dice_mean"].to_numpy()
-            cells.append(
-                f"{dice.mean():.3f} +- {dice.std(ddof=1) if len(dice) > 1 else 0:.3f} "
-                f"({dice.min():.3f}-{dice.max():.3f}, n={len(dice)})"
-            )
+        cells = [_cell(part[part["arm"] == arm]["dice_mean"].to_numpy()) for arm in arms]
         lines.append(f"| {labels} | " + " | ".join(cells) + " |")
+    curve = sorted((c for c in results.columns if c.startswith("dice_mean@")), key=lambda c: int(c.split("@")[1]))
+    if curve:
+        lines += ["", "Learning curve (held-out mean Dice after N fine-tuning steps):", ""]
+        lines += ["| labelled volumes | step | " + " | ".join(arms) + " |", "|---|---|" + "---|" * len(arms)]
+        for labels, part in results.groupby("labels"):
+            for column in curve:
+                cells = [_cell(part[part["arm"] == arm][column].dropna().to_numpy()) for arm in arms]
+                lines.append(f"| {labels} | {column.split('@')[1]} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 

@@ -30,7 +30,8 @@ class SimCLR3DPretraining(EncoderPretraining):
 
     Args:
         model, model_overrides: segmentation network whose encoder is trained.
-        embed_dim: projection width (MLP head on the multi-scale pooled features).
+        embed_dim: projection width (SimCLR's batch-norm MLP head on the multi-scale pooled features; see
+            :class:`~medcl.models.heads.ProjectionHead` for why the batch norm is needed on these encoders).
         loss: a two-view loss (``medcl.losses.NTXentLoss`` by default, temperature 0.1).
     """
 
@@ -47,7 +48,7 @@ class SimCLR3DPretraining(EncoderPretraining):
     ) -> None:
         super().__init__(model, model_overrides, lr, weight_decay, schedule, warmup_steps)
         self.save_hyperparameters(ignore=["loss"])
-        self.projection = ProjectionHead(self.encoder.out_dim, embed_dim, "mlp")
+        self.projection = ProjectionHead(self.encoder.out_dim, embed_dim, "mlp-bn")
         self.loss = loss if loss is not None else NTXentLoss(temperature=0.1)
 
     def pretraining_loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:

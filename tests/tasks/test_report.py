@@ -58,9 +58,11 @@ def test_memory_covers_views_prior_and_context(model) -> None:
     assert mask[1, 2 * tokens_per_view : 3 * tokens_per_view].all()  # the prior study is attended to
 
 
-def test_generation_controls(model) -> None:
+@pytest.mark.parametrize("finding_prompt", [True, False], ids=["diagnosis-prompt", "plain"])
+def test_generation_controls(model, finding_prompt, monkeypatch) -> None:
     images = torch.rand(2, 1, 64, 64)
     contexts = [context_prompt("cough", None)] * 2
+    monkeypatch.setattr(model, "finding_prompt", finding_prompt)  # plain: the same weights without the prefix
     cached = model.generate(images, contexts, num_beams=1, max_new_tokens=8, use_cache=True)
     uncached = model.generate(images, contexts, num_beams=1, max_new_tokens=8, use_cache=False)
     assert cached == uncached  # the KV cache is an optimisation, not a different decoder
@@ -99,7 +101,7 @@ def test_finding_prompt_head_and_decoder_learn_the_diagnosis() -> None:
     optimizer = torch.optim.AdamW([p for p in trainable.parameters() if p.requires_grad], lr=3e-3)
     images = torch.stack([torch.zeros(1, 32, 32), torch.ones(1, 32, 32)])
     reports = ["Moderate cardiomegaly.", "No pleural effusion."]
-    for _ in range(40):
+    for _ in range(80):
         optimizer.zero_grad()
         losses = trainable.losses(images, reports)
         trainable.total_loss(losses).backward()
