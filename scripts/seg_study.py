@@ -184,6 +184,14 @@ def table(results: pd.DataFrame) -> str:
     for labels, part in results.groupby("labels"):
         cells = [_cell(part[part["arm"] == arm]["dice_mean"].to_numpy()) for arm in arms]
         lines.append(f"| {labels} | " + " | ".join(cells) + " |")
+    # Paired by seed (same labelled cases, same fine-tuning): each pretrained arm minus scratch.
+    scratch = results[results["arm"] == "scratch"].set_index(["labels", "seed"])["dice_mean"]
+    for arm in (a for a in arms if a != "scratch"):
+        mine = results[results["arm"] == arm].set_index(["labels", "seed"])["dice_mean"]
+        deltas = (mine - scratch).dropna()
+        for labels, part in deltas.groupby(level=0):
+            lines.append(f"\n{arm} minus scratch, {labels} labelled: mean {part.mean():+.3f}, per seed "
+                         f"{[round(float(v), 3) for v in part]}")  # fmt: skip
     curve = sorted((c for c in results.columns if c.startswith("dice_mean@")), key=lambda c: int(c.split("@")[1]))
     if curve:
         lines += ["", "Learning curve (held-out mean Dice after N fine-tuning steps):", ""]
