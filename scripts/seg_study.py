@@ -11,7 +11,7 @@ labelled subsets for every arm:
 3. score Dice per organ on the held-out validation volumes (sliding window) and write ``results.csv`` and a
    markdown table (mean +- std over seeds, min-max) to ``--out``.
 
-    python scripts/seg_study.py --out demo_out/seg-study            # the documented run (docs/volume.md)
+    python scripts/seg_study.py --out demo_out/seg-study --pretrain-steps 1500   # the documented run (docs/volume.md)
     python scripts/seg_study.py --out /tmp/s --labels 1 --seeds 0 --finetune-steps 5 --pretrain-steps 5  # smoke
 """
 
@@ -212,7 +212,7 @@ def main() -> None:
     parser.add_argument("--arms", nargs="+", default=["scratch", "voco", "simclr3d"])
     # 8-16-32-64-128-16: the 4-8-16-32-64-4 U-Net of the first study learned only the liver (docs/volume.md).
     parser.add_argument("--features", type=int, nargs=6, default=[8, 16, 32, 64, 128, 16], help="BasicUNet widths")
-    parser.add_argument("--pretrain-steps", type=int, default=400)
+    parser.add_argument("--pretrain-steps", type=int, default=1500)
     parser.add_argument("--finetune-steps", type=int, default=150)
     parser.add_argument("--curve-every", type=int, default=50, help="also score held-out Dice every N steps")
     parser.add_argument("--n-train", type=int, default=16, help="labelled synthetic cases (a fifth become val)")
