@@ -8,7 +8,8 @@ of its most similar training study. Every method is scored on the patient-disjoi
 :func:`medcl.eval.report_cli.score_reports` (pycocoevalcap NLG metrics, CoGaze preprocessing; clinical efficacy from
 the rule-based labeler, reported as ``rule_ce_*``).
 
-    medcl data synth mimic-cxr --out study/mimic --option n_subjects=600 --option seed=1 --option image_size=128
+    medcl data synth mimic-cxr --out study/mimic --option n_subjects=500 --option seed=1 --option image_size=128 \
+        --option "split_fractions=[0.75, 0.05, 0.2]"
     medcl data prepare mimic-cxr --root study/mimic --out study/mimic.csv
     python scripts/report_study.py --manifest study/mimic.csv --out study/report --seeds 0 1 2
 
@@ -133,7 +134,7 @@ def main() -> None:
         "--no-finding-prompt",
         dest="finding_prompt",
         action="store_false",
-        help="plain generator without the diagnosis prompt (the 22 Nov 2026 collapsed rows)",
+        help="the plain generator, without the diagnosis prompt",
     )
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="subset to run")
     parser.add_argument("--progress", action="store_true")
