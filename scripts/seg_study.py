@@ -179,8 +179,7 @@ def table(results: pd.DataFrame) -> str:
     """Markdown: mean +- std (min-max) of mean Dice over seeds, per arm and labelled count; then the same at each
     in-training validation (``dice_mean@<step>`` columns), the learning curve."""
     arms = list(results["arm"].unique())
-    header = ["| labelled volumes | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
-    lines = list(header)
+    lines = ["| labelled volumes | " + " | ".join(arms) + " |", "|---|" + "---|" * len(arms)]
     for labels, part in results.groupby("labels"):
         cells = [_cell(part[part["arm"] == arm]["dice_mean"].to_numpy()) for arm in arms]
         lines.append(f"| {labels} | " + " | ".join(cells) + " |")
