@@ -163,11 +163,19 @@ def main() -> None:
             scores = score_reports(references, generated)
             row = {"method": method, "seed": seed, "n": len(references), "seconds": time.perf_counter() - started,
                    "finding_prompt": args.finding_prompt and method != METHODS[2],
+                   **text_statistics(generated, references),
                    **{k: v for k, v in scores.corpus.items() if "_f1_" not in k}, **prompt}  # fmt: skip
             with results_path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
             print(json.dumps(row))
     write_table(results_path, args.out / "table.md")
+
+
+def text_statistics(generated: list[str], references: list[str]) -> dict[str, float]:
+    """Collapse and length checks: distinct reports written, mean length in words of generated and references."""
+    words = {name: statistics.mean(len(t.split()) for t in texts) if texts else 0.0
+             for name, texts in (("mean_words", generated), ("mean_words_reference", references))}  # fmt: skip
+    return {"distinct_reports": len(set(generated)), **words}
 
 
 def write_table(results_path: Path, out: Path) -> None:

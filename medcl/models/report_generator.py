@@ -33,6 +33,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from medcl.data.manifest import CHEXPERT_LABELS
 from medcl.errors import ConfigError, InvalidInputError
 from medcl.eval.chexpert_labeler import label_reports
 from medcl.eval.clinical import CHEXBERT_CLASS_CODES
@@ -170,8 +171,6 @@ class ReportGenerator(nn.Module):
         self.finding_prompt = finding_prompt
         self.finding_loss_weight = finding_loss_weight
         if finding_prompt:
-            from medcl.data.manifest import CHEXPERT_LABELS
-
             self.n_findings, n_states = len(CHEXPERT_LABELS), len(FINDING_STATE_CODES)
             self.finding_head = nn.Sequential(nn.LayerNorm(image_dim), nn.Linear(image_dim, self.n_findings * n_states))
             self.finding_embeddings = nn.Embedding(self.n_findings * n_states, width)
@@ -257,15 +256,6 @@ class ReportGenerator(nn.Module):
         offsets = torch.arange(self.n_findings, device=states.device) * len(FINDING_STATE_CODES)
         return self.finding_embeddings(states + offsets)
 
-    @torch.no_grad()
-    def predict_findings(self, images: Tensor, view_mask: Tensor | None = None, view_role: Tensor | None = None
-                         ) -> Tensor:  # fmt: skip
-        """The head's CheXpert codes (B, 14) for a study: what the generated report is prompted with."""
-        if not self.finding_prompt:
-            raise ConfigError("predict_findings needs a model built with finding_prompt=true")
-        _, _, pooled = self._encode_views(images, view_mask, view_role)
-        return states_to_codes(self.finding_logits(pooled).argmax(-1))
-
     # -- training and generation ------------------------------------------------------------------------------
     def tokenize_targets(self, reports: Sequence[str], max_length: int) -> dict[str, Tensor]:
         """``<bos> report <eos>`` ids, attention mask and labels (-100 on padding)."""
@@ -342,13 +332,20 @@ class ReportGenerator(nn.Module):
         length_penalty: float = 1.0,
         no_repeat_ngram_size: int = 0,
         use_cache: bool = True,
-    ) -> list[str]:
-        """Beam search (``num_beams=1``: greedy) from ``<bos>`` (after the predicted diagnosis prompt, if any)."""
+        return_findings: bool = False,
+    ) -> list[str] | tuple[list[str], Tensor]:
+        """Beam search (``num_beams=1``: greedy) from ``<bos>`` (after the predicted diagnosis prompt, if any).
+
+        ``return_findings``: also return the diagnosis the reports were prompted with, CheXpert codes (B, 14).
+        """
+        if return_findings and not self.finding_prompt:
+            raise ConfigError("return_findings needs a model built with finding_prompt=true")
         memory, mask, pooled = self._memory_and_features(images, contexts, view_mask, view_role)
         tok = self.tokenizer
         start = torch.full((memory.shape[0], 1), tok.bos_token_id, dtype=torch.long, device=memory.device)
         if self.finding_prompt:
-            prefix = self.prompt_embeddings(self.finding_logits(pooled).argmax(-1))
+            states = self.finding_logits(pooled).argmax(-1)
+            prefix = self.prompt_embeddings(states)
             inputs = {"inputs_embeds": torch.cat([prefix, self.decoder.transformer.wte(start)], dim=1)}
         else:
             inputs = {"input_ids": start}
@@ -370,7 +367,8 @@ class ReportGenerator(nn.Module):
         )
         # With input_ids generate() returns them too (drop <bos>); with inputs_embeds only the new tokens.
         new_tokens = output if self.finding_prompt else output[:, 1:]
-        return [t.strip() for t in tok.batch_decode(new_tokens, skip_special_tokens=True)]
+        reports = [t.strip() for t in tok.batch_decode(new_tokens, skip_special_tokens=True)]
+        return (reports, states_to_codes(states)) if return_findings else reports
 
 
 @register_architecture("report_generator")

@@ -139,7 +139,7 @@ class ReportGeneration(LightningModule):
         )
 
     # -- generation -------------------------------------------------------------------------------------------
-    def generate(self, batch: Mapping[str, Any], **overrides: Any) -> list[str]:
+    def generate(self, batch: Mapping[str, Any], **overrides: Any) -> list[str] | tuple[list[str], Tensor]:
         """Reports for a batch with the task's generation settings (``overrides`` win)."""
         settings = {k: self.hparams[k] for k in GENERATION_SETTINGS}
         return self.model.generate(**self._inputs(batch), **{**settings, **overrides})
@@ -149,13 +149,13 @@ class ReportGeneration(LightningModule):
         limit = self.hparams.val_max_reports if stage == "val" else None
         if limit is not None and len(self._generated) >= limit:
             return
-        generated = self.generate(batch)
+        if self.model.finding_prompt:
+            generated, codes = self.generate(batch, return_findings=True)
+            self._prompt_codes.append(codes.cpu())
+        else:
+            generated = self.generate(batch)
         for study, reference, text in zip(batch["study_id"], batch["text"], generated):
             self._generated.append({"study_id": str(study), "reference": reference, "generated": text})
-        if self.model.finding_prompt:
-            inputs = self._inputs(batch)
-            self._prompt_codes.append(self.model.predict_findings(inputs["images"], inputs["view_mask"],
-                                                                  inputs["view_role"]).cpu())  # fmt: skip
 
     def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
         self._eval_step(batch, "val")
