@@ -494,8 +494,16 @@ class _VolumeDataModule(LightningDataModule):
 
     def loader(self, dataset: Dataset, *, train: bool, batch_size: int | None = None) -> DataLoader:
         workers = self.settings["num_workers"]
+        # MONAI's DataLoader (num_workers=0) seeds the transforms from the generator it is given, then resets that
+        # generator to its initial seed. Given none, it resets torch's global RNG: every loader built after
+        # seed_everything then replays the same crops in the same order, so a loop that rebuilds its loader each
+        # epoch (or ``reload_dataloaders_every_n_epochs``) trains on one fixed epoch. Training loaders get a
+        # generator of their own drawn from the global RNG (reproducible, yet different per loader); evaluation
+        # loaders a fixed one, so validation sees the same views in every run.
+        seed = int(torch.randint(2**62, ()).item()) if train else 0
         return DataLoader(
             dataset,
+            generator=torch.Generator().manual_seed(seed),
             batch_size=batch_size or self.settings["batch_size"],
             shuffle=train,
             drop_last=train and len(dataset) >= (batch_size or self.settings["batch_size"]),

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from lightning.pytorch import seed_everything
 
 from medcl.data.volume import (
     PartitionSlicesd,
@@ -18,6 +19,7 @@ from medcl.data.volume import (
     TwoViewsd,
     VoCoCropsd,
     VoCoDataModule,
+    VolumeViewsDataModule,
     overlap_labels,
 )
 from medcl.errors import ConfigError, InvalidInputError
@@ -153,6 +155,28 @@ def test_voco_and_slice_datamodules_on_a_manifest(volume_manifest):
     slices = SliceContrastDataModule(str(volume_manifest), image_size=32, partitions=3, pixdim=None, batch_size=2)
     batch = next(iter(slices.train_dataloader()))
     assert batch["view1"].shape == (2, 3, 1, 32, 32) and batch["partition"].shape == (2, 3)
+
+
+def test_rebuilt_training_loaders_draw_new_views_and_stay_reproducible(volume_manifest):
+    """MONAI's DataLoader resets the RNG it seeds from; rebuilt loaders must not replay one fixed epoch."""
+
+    def first_views(seed: int) -> list[torch.Tensor]:
+        seed_everything(seed)
+        data = VolumeViewsDataModule(str(volume_manifest), roi_size=(12, 12, 12), pixdim=None, batch_size=4)
+        views = []
+        for _ in range(3):  # a loop that rebuilds its loader every epoch
+            views.append(next(iter(data.train_dataloader()))["view1"])
+        return views
+
+    views = first_views(0)
+    assert not torch.equal(views[0], views[1]) and not torch.equal(views[1], views[2])
+    for again, before in zip(first_views(0), views):
+        torch.testing.assert_close(again, before)
+    # Building a loader must not rewind the global RNG (model-side randomness would restart with every loader).
+    seed_everything(5)
+    fresh = torch.rand(4)
+    VolumeViewsDataModule(str(volume_manifest), roi_size=(12, 12, 12), pixdim=None).train_dataloader()
+    assert not torch.equal(torch.rand(4), fresh)
 
 
 def test_missing_manifest_and_bad_options(tmp_path):
