@@ -134,8 +134,13 @@ def inference_config(
     roi_size: Sequence[int],
     sw_batch_size: int,
     overlap: float,
+    slice_wise: bool = False,
 ) -> dict[str, Any]:
-    """MONAI-bundle inference.json: SupervisedEvaluator over every image in ``dataset_dir``."""
+    """MONAI-bundle inference.json: SupervisedEvaluator over every image in ``dataset_dir``; ``slice_wise`` runs a
+    2D network over the axial slices of volumes (MONAI's SliceInferer)."""
+    inferer: dict[str, Any] = {"_target_": "SlidingWindowInferer"}
+    if slice_wise:
+        inferer = {"_target_": "SliceInferer", "spatial_dim": 2, "progress": False}
     return {
         "imports": ["$import glob", "$import os", "$import numpy as np"],
         "bundle_root": ".",
@@ -155,7 +160,7 @@ def inference_config(
             "num_workers": 0,
         },
         "inferer": {
-            "_target_": "SlidingWindowInferer",
+            **inferer,
             "roi_size": list(roi_size),
             "sw_batch_size": sw_batch_size,
             "overlap": overlap,
@@ -313,6 +318,12 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, torchscript_model:
     network_def = network_definition(hparams["model"], overrides)
     spatial_dims = int(network_def.get("spatial_dims", 2 if network_def["_target_"].endswith("ResNetUNet") else 3))
     roi = list(hparams.get("roi_size", (96, 96, 96)))[:spatial_dims]
+    slice_context = data.get("slice_context")
+    if slice_context:
+        raise ConfigError(
+            f"{checkpoint}: a 2.5D network (slice_context={slice_context}) cannot be exported as a MONAI bundle: "
+            "MONAI's SliceInferer feeds single slices (score it with `medcl test`)"
+        )
     in_channels = int(network_def.get("in_channels", 1))
 
     out = Path(out)
@@ -321,10 +332,11 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, torchscript_model:
     torch.save(network.state_dict(), out / "models" / "model.pt")
     config = inference_config(
         network_def,
-        preprocessing_definition(data, spatial_dims),
+        preprocessing_definition(data, 3 if slice_context == 0 else spatial_dims),
         roi,
         hparams.get("sw_batch_size", 4),
         hparams.get("sw_overlap", 0.5),
+        slice_wise=slice_context == 0,
     )
     (out / "configs" / "inference.json").write_text(json.dumps(config, indent=2))
     names = list(hparams.get("class_names") or [f"class_{i}" for i in range(1, hparams["num_classes"])])

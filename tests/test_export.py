@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch import Trainer
 
 from medcl.data.volume import SegmentationDataModule
-from medcl.errors import InvalidInputError
+from medcl.errors import ConfigError, InvalidInputError
 from medcl.export import export_bundle, network_definition, torchscript
 from medcl.tasks.segmentation import Segmentation
 
@@ -45,11 +45,16 @@ def checkpoint(tmp_path_factory):
     data = SegmentationDataModule(
         str(root / "manifest.csv"), roi_size=(32, 32, 32), pixdim=(1.5, 1.5, 2.0), batch_size=1
     )
+    _fit_one_step(data, "unet3d-small", (32, 32, 32), {"features": [4, 4, 8, 8, 16, 4]}, root / "seg.ckpt")
+    return root
+
+
+def _fit_one_step(data: SegmentationDataModule, model: str, roi: tuple, overrides: dict, path) -> None:
     task = Segmentation(
-        model="unet3d-small",
+        model=model,
         num_classes=2,
-        model_overrides={"features": [4, 4, 8, 8, 16, 4]},
-        roi_size=(32, 32, 32),
+        model_overrides=overrides,
+        roi_size=roi,
         class_names=["organ"],
         overlay_every_n_epochs=0,
     )
@@ -59,12 +64,23 @@ def checkpoint(tmp_path_factory):
         enable_checkpointing=False,
         enable_progress_bar=False,
         limit_val_batches=0,
-        default_root_dir=root,
+        default_root_dir=path.parent,
         enable_model_summary=False,
     )
     trainer.fit(task, datamodule=data)
-    trainer.save_checkpoint(root / "seg.ckpt")
-    return root
+    trainer.save_checkpoint(path)
+
+
+@pytest.fixture(scope="module")
+def slice_checkpoints(checkpoint):
+    """2D (slice_context 0) and 2.5D (slice_context 1) networks trained on axial slices of the same volumes."""
+    for context in (0, 1):
+        data = SegmentationDataModule(
+            str(checkpoint / "manifest.csv"), roi_size=(32, 32), slice_context=context, pixdim=(1.5, 1.5, 2.0)
+        )
+        overrides = {"features": [4, 4, 8, 8, 16, 4], "in_channels": 2 * context + 1}
+        _fit_one_step(data, "unet2d-small", (32, 32), overrides, checkpoint / f"slices{context}.ckpt")
+    return checkpoint
 
 
 def test_bundle_runs_with_monai_bundle_and_writes_a_segmentation(checkpoint, tmp_path):
@@ -89,9 +105,14 @@ def test_bundle_runs_with_monai_bundle_and_writes_a_segmentation(checkpoint, tmp
     spacing = next(t for t in config["preprocessing"]["transforms"] if t["_target_"] == "Spacingd")
     assert spacing["pixdim"] == [1.5, 1.5, 2.0]  # taken from the training datamodule
 
+    _run_bundle_on(checkpoint / "img2.nii.gz", tmp_path)
+
+
+def _run_bundle_on(image, tmp_path) -> None:
+    """`python -m monai.bundle run` on one volume: the segmentation must come back on the input's grid."""
     inputs = tmp_path / "in"
     inputs.mkdir()
-    (inputs / "case.nii.gz").write_bytes((checkpoint / "img2.nii.gz").read_bytes())
+    (inputs / "case.nii.gz").write_bytes(image.read_bytes())
     command = [
         sys.executable,
         "-m",
@@ -114,6 +135,16 @@ def test_bundle_runs_with_monai_bundle_and_writes_a_segmentation(checkpoint, tmp
     original = nib.load(inputs / "case.nii.gz")
     assert written.shape == original.shape and np.allclose(written.affine, original.affine)  # inverted to input grid
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1}
+
+
+def test_slice_wise_2d_network_exports_with_monai_slice_inferer(slice_checkpoints, tmp_path):
+    export_bundle(slice_checkpoints / "slices0.ckpt", tmp_path / "bundle", torchscript_model=False)
+    config = json.loads((tmp_path / "bundle" / "configs" / "inference.json").read_text())
+    assert config["inferer"]["_target_"] == "SliceInferer" and config["inferer"]["roi_size"] == [32, 32]
+    assert any(t["_target_"] == "Spacingd" for t in config["preprocessing"]["transforms"])  # volume preprocessing
+    _run_bundle_on(slice_checkpoints / "img2.nii.gz", tmp_path)
+    with pytest.raises(ConfigError, match=r"2\.5D network"):
+        export_bundle(slice_checkpoints / "slices1.ckpt", tmp_path / "bundle25")
 
 
 def test_torchscript_matches_eager_and_network_definition(checkpoint):

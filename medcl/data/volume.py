@@ -35,7 +35,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from monai import transforms as mt
 from monai.config import KeysCollection
-from monai.data import DataLoader, Dataset, list_data_collate
+from monai.data import DataLoader, Dataset, MetaTensor, list_data_collate
 
 from medcl.data.cache import in_memory_dataset, persistent_dataset
 from medcl.data.manifest import read_manifest
@@ -288,6 +288,41 @@ class TwoViewsd(mt.Randomizable, mt.MapTransform):
         return d
 
 
+def neighbour_slices(volume: torch.Tensor, centres: Sequence[int] | torch.Tensor, context: int) -> torch.Tensor:
+    """(C, X, Y, Z) volume -> (len(centres), C * (2k + 1), X, Y): each axial slice with its ``context`` = k
+    neighbours on either side stacked as channels (channel-major; indices clamped at the volume's ends). The one
+    layout of 2.5D inputs, shared by pretraining, slice-wise fine-tuning and slice-wise inference."""
+    volume = volume.as_tensor() if isinstance(volume, MetaTensor) else volume
+    depth = volume.shape[-1]
+    centres = torch.as_tensor(centres, dtype=torch.long, device=volume.device)
+    offsets = torch.arange(-context, context + 1, device=volume.device)
+    index = (centres[:, None] + offsets[None]).clamp(0, depth - 1)  # (N, 2k + 1)
+    slabs = volume[..., index]  # (C, X, Y, N, 2k + 1)
+    return slabs.permute(3, 0, 4, 1, 2).reshape(len(centres), -1, *volume.shape[1:3])
+
+
+class AxialSlabd(mt.MapTransform):
+    """A (C, X, Y, 2k + 1) crop centred on an axial slice -> 2D sample: ``image`` (C * (2k + 1), X, Y) in the layout
+    of :func:`neighbour_slices`, ``label`` the centre slice (1, X, Y). Volumes are edge-padded by k slices (image and
+    label alike) before cropping, so edge slices get the same clamped neighbours as at inference."""
+
+    def __init__(self, keys: KeysCollection, label_key: str = "label", context: int = 0) -> None:
+        super().__init__(keys)
+        self.label_key, self.context = label_key, context
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            slab = torch.as_tensor(d[key])
+            if slab.shape[-1] != 2 * self.context + 1:
+                raise InvalidInputError(None, f"{key}: expected {2 * self.context + 1} slices, got {slab.shape[-1]}")
+            if key == self.label_key:
+                d[key] = slab[..., self.context]
+            else:
+                d[key] = neighbour_slices(slab, [self.context], self.context)[0]
+        return d
+
+
 class PartitionSlicesd(mt.Randomizable, mt.MapTransform):
     """Chaitanya et al.'s sampling: split the volume (C, X, Y, Z) into ``partitions`` along z, draw one slice per
     partition and make two views of each.
@@ -341,8 +376,7 @@ class PartitionSlicesd(mt.Randomizable, mt.MapTransform):
         views: dict[str, list[torch.Tensor]] = {"view1": [], "view2": []}
         for p in range(self.partitions):
             z = int(self.R.randint(edges[p], max(edges[p] + 1, edges[p + 1])))
-            index = np.clip(np.arange(z - self.context, z + self.context + 1), 0, depth - 1)
-            slab = volume[..., index].permute(0, 3, 1, 2).reshape(-1, *volume.shape[1:3])  # (C * (2k+1), X, Y)
+            slab = neighbour_slices(volume, [z], self.context)[0]  # (C * (2k+1), X, Y)
             for name in views:
                 view = slab
                 if self.spatial_augment:
@@ -625,6 +659,10 @@ class SegmentationDataModule(_VolumeDataModule):
             right one while its label keeps saying "left".
         spatial_dims: 3 for volumes; 2 for radiographs, loaded and resized to ``image_size`` by
             :func:`medcl.data.transforms.cxr_transforms`.
+        slice_context: train a 2D network on axial slices of the volumes (slice-based U-Nets, e.g. after
+            Chaitanya pretraining on MR): None trains on 3D patches; k >= 0 on ``roi_size`` (2 values) slices with k
+            neighbours either side as channels (2.5D when k > 0; match the pretraining's ``context``). Validation
+            and test still see whole volumes; the task predicts them slice by slice and scores in 3D.
         test_split: split for ``medcl test`` (needs labels) and ``predict``.
     """
 
@@ -644,12 +682,18 @@ class SegmentationDataModule(_VolumeDataModule):
         rotate_prob: float = 0.0,
         spatial_dims: int = 3,
         image_size: int = 256,
+        slice_context: int | None = None,
         test_split: str = "val",
         **kwargs: Any,
     ) -> None:
         super().__init__(manifest, **kwargs)
         if spatial_dims not in (2, 3):
             raise ConfigError(f"spatial_dims must be 2 or 3, got {spatial_dims}")
+        if slice_context is not None and (slice_context < 0 or spatial_dims != 3 or len(roi_size) != 2):
+            raise ConfigError(
+                f"slice_context needs volumes (spatial_dims=3), a 2-value in-plane roi_size and k >= 0; got "
+                f"slice_context={slice_context}, spatial_dims={spatial_dims}, roi_size={list(roi_size)}"
+            )
         if num_labeled is not None and num_labeled < 1:
             raise ConfigError(f"num_labeled must be >= 1, got {num_labeled}")
         self.roi_size = tuple(roi_size)
@@ -658,6 +702,7 @@ class SegmentationDataModule(_VolumeDataModule):
         self.label_values = list(label_values) if label_values else None
         self.flip_prob, self.rotate_prob = flip_prob, rotate_prob
         self.spatial_dims, self.image_size, self.test_split = spatial_dims, image_size, test_split
+        self.slice_context = slice_context
         # Saved in checkpoints: `python -m medcl.export` rebuilds the same preprocessing for inference.
         self.save_hyperparameters(
             {
@@ -668,6 +713,7 @@ class SegmentationDataModule(_VolumeDataModule):
                 "labeled_seed": labeled_seed,
                 "spatial_dims": spatial_dims,
                 "image_size": image_size,
+                "slice_context": slice_context,
             }
         )
 
@@ -687,25 +733,33 @@ class SegmentationDataModule(_VolumeDataModule):
             steps.append(mt.EnsureTyped(keys=["image", "label"], dtype=torch.float32, track_meta=False))
             return mt.Compose(steps)
         steps = [*self.preprocessing()]
-        if train:
-            keys = ["image", "label"]
-            steps += [
-                mt.SpatialPadd(keys=keys, spatial_size=self.roi_size),
-                mt.RandCropByPosNegLabeld(
-                    keys=keys,
-                    label_key="label",
-                    spatial_size=self.roi_size,
-                    pos=self.sampling["pos"],
-                    neg=self.sampling["neg"],
-                    num_samples=self.sampling["num_samples"],
-                    image_key="image",
-                    image_threshold=0.0,
-                ),
-                *(mt.RandFlipd(keys=keys, prob=self.flip_prob, spatial_axis=a) for a in range(3)),
-                mt.RandRotate90d(keys=keys, prob=self.rotate_prob, max_k=3, spatial_axes=(0, 1)),
-                mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.1),
-                mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
-            ]
+        if not train:
+            return mt.Compose(steps)
+        keys = ["image", "label"]
+        context = self.slice_context
+        patch = self.roi_size if context is None else (*self.roi_size, 2 * context + 1)
+        if context:
+            steps.append(mt.BorderPadd(keys=keys, spatial_border=[0, 0, 0, 0, context, context], mode="replicate"))
+        steps += [
+            mt.SpatialPadd(keys=keys, spatial_size=patch),
+            mt.RandCropByPosNegLabeld(
+                keys=keys,
+                label_key="label",
+                spatial_size=patch,
+                pos=self.sampling["pos"],
+                neg=self.sampling["neg"],
+                num_samples=self.sampling["num_samples"],
+                image_key="image",
+                image_threshold=0.0,
+            ),
+            # Slices flip in-plane only: a z flip would reverse the order of a 2.5D input's neighbours.
+            *(mt.RandFlipd(keys=keys, prob=self.flip_prob, spatial_axis=a) for a in range(3 if context is None else 2)),
+            mt.RandRotate90d(keys=keys, prob=self.rotate_prob, max_k=3, spatial_axes=(0, 1)),
+            mt.RandScaleIntensityd(keys="image", factors=0.1, prob=0.1),
+            mt.RandShiftIntensityd(keys="image", offsets=0.1, prob=0.5),
+        ]
+        if context is not None:
+            steps.append(AxialSlabd(keys, label_key="label", context=context))
         return mt.Compose(steps)
 
     def train_dataloader(self) -> DataLoader:

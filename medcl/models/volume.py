@@ -241,6 +241,14 @@ class ResNetUNetEncoder(NetworkEncoder):
         return self._network[0].encoder_features(images)[1:]
 
 
+def input_channels(network: nn.Module) -> int:
+    """Input channels of a convolutional network or encoder: those of its first convolution kernel."""
+    first = next((p for p in network.parameters() if p.ndim >= 4), None)
+    if first is None:
+        raise ConfigError(f"{type(network).__name__} has no convolution to read its input channels from")
+    return int(first.shape[1])
+
+
 def encoder_of(network: nn.Module) -> NetworkEncoder:
     """The encoder view of a network built by :func:`create_network` (shares its parameters)."""
     if isinstance(network, SwinUNETR):

@@ -6,7 +6,8 @@
   shape-mismatched keys is printed, logged to MLflow (metrics ``init/*`` and ``init/key_match_report.txt``) and
   loading fails when fewer than ``min_matched_fraction`` match.
 * Training: DiceCE loss on patches (``RandCropByPosNegLabeld`` in :class:`medcl.data.volume.SegmentationDataModule`).
-* Validation / test: sliding-window inference over whole volumes, Dice and HD95 per class (MONAI metrics) and
+* Validation / test: sliding-window inference over whole volumes (slice by slice for 2D / 2.5D networks trained
+  on axial slices, ``SegmentationDataModule(slice_context=k)``), Dice and HD95 per class (MONAI metrics, in 3D) and
   their means; every ``overlay_every_n_epochs`` an overlay figure (image, label, prediction on the slice with most
   foreground) goes to MLflow under ``overlays/``.
 """
@@ -26,8 +27,9 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from monai.networks.utils import one_hot
 from torch import Tensor
 
+from medcl.data.volume import neighbour_slices
 from medcl.errors import ConfigError, InvalidInputError
-from medcl.models.volume import create_network, encoder_of, format_report, load_encoder_weights
+from medcl.models.volume import create_network, encoder_of, format_report, input_channels, load_encoder_weights
 from medcl.tasks.optim import build_optimizer
 from medcl.tracking import mlflow_logger
 
@@ -137,11 +139,33 @@ class Segmentation(LightningModule):
     # -- evaluation -----------------------------------------------------------------------------------------------
     @torch.no_grad()
     def predict_logits(self, images: Tensor) -> Tensor:
-        """Sliding-window logits over whole images/volumes."""
-        roi = tuple(self.hparams.roi_size)[: images.ndim - 2]
+        """Sliding-window logits over whole images/volumes; a 2D network (2-value ``roi_size``) given volumes
+        predicts them slice by slice (:meth:`slice_logits`)."""
+        roi = tuple(self.hparams.roi_size)
+        if len(roi) == 2 and images.ndim == 5:
+            return self.slice_logits(images)
+        return self._sliding_window(images, roi[: images.ndim - 2])
+
+    def _sliding_window(self, images: Tensor, roi: Sequence[int]) -> Tensor:
         return sliding_window_inference(
             images, roi, self.hparams.sw_batch_size, self.network, overlap=self.hparams.sw_overlap, mode="gaussian"
         )
+
+    def slice_logits(self, volumes: Tensor) -> Tensor:
+        """(B, C, X, Y, Z) volumes -> (B, classes, X, Y, Z) from a 2D / 2.5D network: every axial slice with the
+        neighbours it was trained with (k = (network input channels / C - 1) / 2, the layout of
+        :func:`medcl.data.volume.neighbour_slices`), sliding window in-plane."""
+        channels = input_channels(self.network)
+        depth, remainder = divmod(channels, volumes.shape[1])
+        if remainder or depth % 2 == 0:
+            raise InvalidInputError(
+                None, f"network takes {channels} input channels, not 2k + 1 slices of {volumes.shape[1]} channel(s)"
+            )
+        outputs = []
+        for volume in volumes:
+            slices = neighbour_slices(volume, torch.arange(volume.shape[-1]), depth // 2)
+            outputs.append(self._sliding_window(slices, self.hparams.roi_size).permute(1, 2, 3, 0))
+        return torch.stack(outputs)
 
     def _eval_step(self, batch: Mapping[str, Any], batch_idx: int, stage: str) -> None:
         images, labels = batch["image"], batch["label"]

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from medcl.losses import NTXentLoss
 from medcl.models.heads import ProjectionHead
-from medcl.models.volume import ReconstructionHead
+from medcl.models.volume import ReconstructionHead, input_channels
 from medcl.tasks.voco import EncoderPretraining
 
 
@@ -102,15 +102,11 @@ class SwinSSLPretraining(EncoderPretraining):
         self.save_hyperparameters()
         if not 0.0 <= cutout_fraction < 1.0 or cutout_block < 1:
             raise ValueError(f"cutout_fraction must be in [0, 1) and cutout_block >= 1, got {cutout_fraction}")
-        in_channels = self._input_channels()
+        in_channels = input_channels(self.encoder)
         self.rotation_head = nn.Linear(self.encoder.out_dim, 4)
         self.contrastive_head = nn.Linear(self.encoder.out_dim, embed_dim)
         self.reconstruction_head = ReconstructionHead(self.encoder.deep_dim, in_channels, self.encoder.stride)
         self.contrastive = NTXentLoss(temperature=temperature)
-
-    def _input_channels(self) -> int:
-        first = next(p for p in self.encoder.parameters() if p.ndim >= 4)
-        return int(first.shape[1])
 
     def pretraining_loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         views = torch.cat([batch["view1"], batch["view2"]])

@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch import seed_everything
 
 from medcl.data.volume import (
+    AxialSlabd,
     PartitionSlicesd,
     SegmentationDataModule,
     SelectLabelsd,
@@ -20,6 +21,7 @@ from medcl.data.volume import (
     VoCoCropsd,
     VoCoDataModule,
     VolumeViewsDataModule,
+    neighbour_slices,
     overlap_labels,
 )
 from medcl.errors import ConfigError, InvalidInputError
@@ -83,6 +85,22 @@ def test_two_views_and_partition_slices():
     torch.testing.assert_close(out["view1"][:, 0, 0, 0], (centre - 1).clamp(min=0))  # 2.5D neighbours
 
 
+def test_neighbour_slices_match_a_clamped_loop_and_axial_slabs_keep_the_centre_label():
+    volume = torch.randn(2, 5, 4, 6)  # (C, X, Y, Z)
+    stacks = neighbour_slices(volume, torch.arange(6), context=1)
+    assert stacks.shape == (6, 6, 5, 4)
+    for z in range(6):
+        expected = torch.cat([volume[c : c + 1, ..., min(max(z + d, 0), 5)] for c in range(2) for d in (-1, 0, 1)])
+        torch.testing.assert_close(stacks[z], expected)
+    torch.testing.assert_close(neighbour_slices(volume, [3], context=0)[0], volume[..., 3])
+    label = torch.arange(3.0).view(1, 1, 1, 3).expand(1, 5, 4, 3)
+    sample = AxialSlabd(["image", "label"], context=1)({"image": volume[..., 1:4], "label": label})
+    torch.testing.assert_close(sample["image"], stacks[2])
+    assert sample["label"].shape == (1, 5, 4) and bool((sample["label"] == 1).all())
+    with pytest.raises(InvalidInputError, match="expected 3 slices"):
+        AxialSlabd(["image"], context=1)({"image": volume})
+
+
 def test_select_labels_keeps_listed_values_in_order():
     label = torch.tensor([[0, 1, 2, 6, 7, 9]])
     out = SelectLabelsd("label", values=[6, 1])({"label": label})["label"]
@@ -143,6 +161,20 @@ def test_segmentation_datamodule_few_labels_and_patches(volume_manifest):
     assert val["image"].shape == (1, 1, 40, 40, 24)  # whole volume for sliding-window inference
     with pytest.raises(ConfigError, match="only 4 labelled"):
         SegmentationDataModule(str(volume_manifest), num_labeled=5, pixdim=None).labeled_rows()
+
+
+def test_segmentation_on_axial_slices_gives_2_5d_inputs_and_whole_volumes_to_validate(volume_manifest):
+    data = SegmentationDataModule(
+        str(volume_manifest), roi_size=(16, 16), slice_context=1, num_samples=4, label_values=[1, 3], pixdim=None
+    )
+    batch = next(iter(data.train_dataloader()))
+    assert batch["image"].shape == (8, 3, 16, 16) and batch["label"].shape == (8, 1, 16, 16)
+    assert set(torch.unique(batch["label"]).tolist()) <= {0.0, 1.0, 2.0} and batch["label"].max() > 0
+    assert next(iter(data.val_dataloader()))["image"].shape == (1, 1, 40, 40, 24)
+    assert data.hparams["slice_context"] == 1  # export reads it from the checkpoint
+    for bad in ({"roi_size": (16, 16, 16), "slice_context": 0}, {"roi_size": (16, 16), "slice_context": -1}):
+        with pytest.raises(ConfigError, match="slice_context"):
+            SegmentationDataModule(str(volume_manifest), **bad)
 
 
 def test_voco_and_slice_datamodules_on_a_manifest(volume_manifest):

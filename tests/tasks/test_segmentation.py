@@ -9,6 +9,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
+from monai.inferers import SliceInferer
 from torch import nn
 
 from medcl.cli import main
@@ -67,6 +68,28 @@ def test_sliding_window_inference_covers_whole_volumes():
         task.training_step({"image": torch.rand(1, 1, 16, 16, 16), "label": torch.full((1, 1, 16, 16, 16), 5.0)}, 0)
 
 
+def test_2d_and_2_5d_networks_predict_volumes_slice_by_slice():
+    volumes = torch.rand(2, 1, 40, 40, 5)
+    flat = Segmentation(model="unet2d-small", num_classes=3, model_overrides=TINY, roi_size=(32, 32), sw_overlap=0.25)
+    flat.eval()
+    logits = flat.predict_logits(volumes)
+    assert logits.shape == (2, 3, 40, 40, 5)
+    inferer = SliceInferer(roi_size=(32, 32), sw_batch_size=4, overlap=0.25, mode="gaussian", spatial_dim=2)
+    with torch.no_grad():
+        torch.testing.assert_close(logits, inferer(volumes, flat.network), atol=1e-5, rtol=1e-4)  # MONAI's own
+
+    stacked = Segmentation(
+        model="unet2d-small", num_classes=3, model_overrides={**TINY, "in_channels": 3}, roi_size=(40, 40)
+    ).eval()
+    logits = stacked.predict_logits(volumes)
+    with torch.no_grad():  # plain reference: slice z with its clamped neighbours as channels, one window per slice
+        for z in range(5):
+            neighbours = [volumes[..., min(max(z + d, 0), 4)] for d in (-1, 0, 1)]
+            torch.testing.assert_close(logits[..., z], stacked.network(torch.cat(neighbours, 1)), atol=1e-5, rtol=1e-4)
+    with pytest.raises(InvalidInputError, match="not 2k \\+ 1 slices"):
+        stacked.predict_logits(torch.rand(1, 2, 40, 40, 5))
+
+
 def test_init_from_a_voco_checkpoint_reports_a_full_encoder_match(tmp_path, capsys):
     pretrained = VoCoPretraining(model="unet3d-small", model_overrides=TINY, hidden_dim=16, embed_dim=8)
     torch.save({"state_dict": pretrained.state_dict()}, tmp_path / "voco.ckpt")
@@ -93,51 +116,42 @@ def test_2d_segmentation_from_the_cxr_image_tower(tmp_path):
     assert len(figure.axes) == 3
 
 
-def test_cli_voco_pretraining_then_few_label_finetuning_logs_to_mlflow(tmp_path, monkeypatch):
-    """`medcl fit -c configs/volume/voco-small.yaml` then `medcl fit -c configs/seg/unet-small.yaml --model.init_from`
-    on a tiny synthetic BTCV tree: the encoder must load fully and both runs must land in MLflow."""
+@pytest.mark.parametrize(
+    ("pretraining", "pretraining_args", "pretraining_metric", "finetuning", "finetuning_dir"),
+    [
+        ("voco-small", ["--model.init_args.hidden_dim", "32", "--model.init_args.embed_dim", "16"], "train/position",
+         "unet-small", "seg-small"),
+        ("chaitanya-global-small", [], "train/loss_step", "unet2d-slices-small", "seg-slices-small"),
+    ],
+    ids=["voco-3d", "chaitanya-slices"],
+)  # fmt: skip
+def test_cli_pretraining_then_few_label_finetuning_logs_to_mlflow(
+    pretraining, pretraining_args, pretraining_metric, finetuning, finetuning_dir, tmp_path, monkeypatch
+):
+    """`medcl fit -c configs/volume/<pretraining>.yaml` then `medcl fit -c configs/seg/<finetuning>.yaml
+    --model.init_from` on a tiny synthetic BTCV tree: the encoder must load fully and both runs must land in MLflow
+    (3D VoCo -> 3D U-Net; Chaitanya global stage -> 2D U-Net on axial slices, scored on whole volumes)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     configs = Path(__file__).resolve().parents[2] / "configs"
     synthetic = "{n_train: 4, n_test: 1, shape: [40, 40, 24], seed: 0}"
     common = ["--trainer.max_steps", "2", "--data.init_args.synthetic", synthetic, "--trainer.log_every_n_steps", "1"]
-    main(
-        [
-            "fit",
-            "-c",
-            str(configs / "volume" / "voco-small.yaml"),
-            *common,
-            "--model.init_args.hidden_dim",
-            "32",
-            "--model.init_args.embed_dim",
-            "16",
-        ]
-    )
-    checkpoint = tmp_path / "demo_out" / "voco-small" / "checkpoints" / "last.ckpt"
+    main(["fit", "-c", str(configs / "volume" / f"{pretraining}.yaml"), *common, *pretraining_args])
+    checkpoint = tmp_path / "demo_out" / pretraining / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()
-    main(
-        [
-            "fit",
-            "-c",
-            str(configs / "seg" / "unet-small.yaml"),
-            *common,
-            "--trainer.val_check_interval",
-            "2",
-            "--model.init_args.init_from",
-            str(checkpoint),
-        ]
-    )
+    finetune = ["fit", "-c", str(configs / "seg" / f"{finetuning}.yaml"), *common, "--trainer.val_check_interval", "2"]
+    main([*finetune, "--model.init_args.init_from", str(checkpoint)])
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
     runs = mlflow.search_runs(experiment_names=["medcl-volume"])
-    seg = runs[runs["tags.mlflow.runName"] == "seg-unet-small"].iloc[0]
-    voco = runs[runs["tags.mlflow.runName"] == "voco-small"].iloc[0]
+    seg = runs[runs["tags.mlflow.runName"] != pretraining].iloc[0]
+    pretrained = runs[runs["tags.mlflow.runName"] == pretraining].iloc[0]
     assert seg["metrics.init/matched_fraction"] == 1.0 and seg["metrics.init/missing"] == 0
     assert not math.isnan(seg["metrics.val/dice_mean"]) and "metrics.val/hd95/liver" in runs
-    assert not math.isnan(voco["metrics.train/position"])
+    assert not math.isnan(pretrained[f"metrics.{pretraining_metric}"])
     client = mlflow.MlflowClient()
     artifacts = {a.path for a in client.list_artifacts(seg["run_id"])}
     assert {"init", "overlays", "config.yaml"} <= artifacts
     report = client.download_artifacts(seg["run_id"], "init/key_match_report.txt", str(tmp_path))
     assert "100.0% of model keys" in Path(report).read_text()
-    run_file = json.loads((tmp_path / "demo_out" / "seg-small" / "checkpoints" / "mlflow_run.json").read_text())
+    run_file = json.loads((tmp_path / "demo_out" / finetuning_dir / "checkpoints" / "mlflow_run.json").read_text())
     assert run_file["run_id"] == seg["run_id"]
