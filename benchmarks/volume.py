@@ -1,10 +1,14 @@
 """Volume pretraining / fine-tuning throughput and memory: medcl's Lightning tasks vs a plain PyTorch loop over the
-same model, loss and optimiser; and sliding-window inference time per volume.
+same model, loss and optimiser; sliding-window inference time per volume; and slice-wise inference of a 2D network
+over a volume, medcl's vs MONAI's SliceInferer.
 
 Phases: ``voco`` (VoCoPretraining step: student + EMA teacher, VoCoLoss), ``seg`` (Segmentation step: DiceCE on
 patches) — each as ``lightning`` (Trainer.fit, logger/progress bar/checkpointing off) and ``plain`` (forward,
-backward, AdamW step, EMA update written out by hand) — and ``sliding`` (sliding-window inference over one whole
-volume). Batches are made once in memory, so data loading is not measured.
+backward, AdamW step, EMA update written out by hand) — ``sliding`` (sliding-window inference over one whole
+volume) and ``slice`` (a 2D ``--slice-model`` over every axial slice of that volume, ``--roi``^2 in-plane windows):
+``medcl`` (``Segmentation.predict_logits``, which also serves 2.5D inputs) vs ``monai`` (``SliceInferer``, the
+baseline). Batches are made once in memory, so data loading is not measured. The summary prints each pair's time and
+peak-memory ratio (medcl / baseline).
 
 Memory: each phase runs in a fresh subprocess; on CPU the peak is the growth of the process's peak resident set
 (ru_maxrss) over the resident set before training, on GPU torch.cuda.max_memory_allocated. Time: median seconds
@@ -32,7 +36,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-PHASES = ("voco/lightning", "voco/plain", "seg/lightning", "seg/plain", "sliding")
+PHASES = ("voco/lightning", "voco/plain", "seg/lightning", "seg/plain", "sliding", "slice/medcl", "slice/monai")
+PAIRS = (("voco/lightning", "voco/plain"), ("seg/lightning", "seg/plain"), ("slice/medcl", "slice/monai"))
 
 
 def _rss_mb() -> float:
@@ -69,6 +74,8 @@ def _task(kind: str, args: argparse.Namespace) -> Any:
 
     if kind == "voco":
         return VoCoPretraining(model=args.model, hidden_dim=args.head, embed_dim=args.head, teacher_momentum=0.9)
+    if kind == "slice":
+        return Segmentation(model=args.slice_model, num_classes=3, roi_size=(args.roi,) * 2, overlay_every_n_epochs=0)
     return Segmentation(model=args.model, num_classes=3, roi_size=(args.roi,) * 3, overlay_every_n_epochs=0)
 
 
@@ -89,13 +96,25 @@ def run_phase(phase: str, args: argparse.Namespace) -> dict[str, Any]:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
     times: list[float] = []
-    if kind == "sliding":
+    if kind in ("sliding", "slice"):
+        from monai.inferers import SliceInferer
+
         volume = torch.rand(1, 1, *args.volume, device=device)
         task.eval()
+        predict = task.predict_logits
+        if mode == "monai":
+            inferer = SliceInferer(
+                roi_size=(args.roi,) * 2,
+                sw_batch_size=task.hparams.sw_batch_size,
+                overlap=task.hparams.sw_overlap,
+                mode="gaussian",
+                spatial_dim=2,
+            )
+            predict = lambda v: inferer(v, task.network)  # noqa: E731
         for step in range(args.warmup + args.steps):
             start = time.perf_counter()
             with torch.no_grad(), _autocast(args, device):
-                task.predict_logits(volume)
+                predict(volume)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             if step >= args.warmup:
@@ -168,6 +187,7 @@ def main() -> None:
     parser.add_argument("--head", type=int, default=256, help="VoCo head width")
     parser.add_argument("--batch", type=int, default=2, help="volumes per step (seg: patches)")
     parser.add_argument("--volume", type=int, nargs=3, default=[64, 64, 32], help="sliding-window volume size")
+    parser.add_argument("--slice-model", default="unet2d-small", help="2D network of the slice phases")
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--steps", type=int, default=5)
     parser.add_argument("--warmup", type=int, default=2)
@@ -198,6 +218,13 @@ def main() -> None:
         print(
             f"{row['phase']:<16} {row['seconds_per_step']:>9.3f} {row['volumes_per_s']:>10.2f} {row['peak_mb']:>9.0f}"
         )
+    measured = {row["phase"]: row for row in rows}
+    for phase, baseline in PAIRS:
+        if phase in measured and baseline in measured:
+            mine, base = measured[phase], measured[baseline]
+            memory = mine["peak_mb"] / base["peak_mb"] if base["peak_mb"] > 0 else float("nan")
+            print(f"{phase} / {baseline}: time x{mine['seconds_per_step'] / base['seconds_per_step']:.2f}, "
+                  f"peak memory x{memory:.2f}")  # fmt: skip
 
 
 if __name__ == "__main__":
