@@ -11,8 +11,9 @@ labelled subsets for every arm:
 3. score Dice per organ on the held-out validation volumes (sliding window) and write ``results.csv`` and a
    markdown table (mean +- std over seeds, min-max) to ``--out``.
 
-    python scripts/seg_study.py --out demo_out/seg-study --pretrain-steps 1500   # the documented run (docs/volume.md)
+    python scripts/seg_study.py --out demo_out/seg-study --seeds 0 1 2 3 4       # the documented run (docs/volume.md)
     python scripts/seg_study.py --out /tmp/s --labels 1 --seeds 0 --finetune-steps 5 --pretrain-steps 5  # smoke
+    python scripts/seg_study.py --table-from a/results.csv b/results.csv         # the table of split runs
 """
 
 from __future__ import annotations
@@ -189,7 +190,8 @@ def table(results: pd.DataFrame) -> str:
         mine = results[results["arm"] == arm].set_index(["labels", "seed"])["dice_mean"]
         deltas = (mine - scratch).dropna()
         for labels, part in deltas.groupby(level=0):
-            lines.append(f"\n{arm} minus scratch, {labels} labelled: mean {part.mean():+.3f}, per seed "
+            lines.append(f"\n{arm} minus scratch, {labels} labelled: mean {part.mean():+.3f}, better in "
+                         f"{int((part > 0).sum())} of {len(part)} seeds, per seed "
                          f"{[round(float(v), 3) for v in part]}")  # fmt: skip
     curve = sorted((c for c in results.columns if c.startswith("dice_mean@")), key=lambda c: int(c.split("@")[1]))
     if curve:
@@ -212,12 +214,20 @@ def main() -> None:
     # 8-16-32-64-128-16: the 4-8-16-32-64-4 U-Net of the first study learned only the liver (docs/volume.md).
     parser.add_argument("--features", type=int, nargs=6, default=[8, 16, 32, 64, 128, 16], help="BasicUNet widths")
     parser.add_argument("--pretrain-steps", type=int, default=1500)
-    parser.add_argument("--finetune-steps", type=int, default=150)
-    parser.add_argument("--curve-every", type=int, default=50, help="also score held-out Dice every N steps")
+    parser.add_argument("--finetune-steps", type=int, default=300)
+    parser.add_argument("--curve-every", type=int, default=100, help="also score held-out Dice every N steps")
     parser.add_argument("--n-train", type=int, default=16, help="labelled synthetic cases (a fifth become val)")
     parser.add_argument("--n-test", type=int, default=6, help="unlabelled synthetic cases (pretraining only)")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--table-from", nargs="+", type=Path, help="only print the table of these results.csv files")
     args = parser.parse_args()
+    if args.table_from:
+        merged = pd.concat([pd.read_csv(path) for path in args.table_from], ignore_index=True)
+        duplicated = merged.duplicated(["arm", "labels", "seed"])
+        if duplicated.any():
+            raise SystemExit(f"the same (arm, labels, seed) run appears twice:\n{merged[duplicated]}")
+        print(table(merged))
+        return
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     torch.set_num_threads(args.threads)
     out = Path(args.out)
