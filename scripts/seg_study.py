@@ -190,8 +190,9 @@ def table(results: pd.DataFrame) -> str:
         mine = results[results["arm"] == arm].set_index(["labels", "seed"])["dice_mean"]
         deltas = (mine - scratch).dropna()
         for labels, part in deltas.groupby(level=0):
-            lines.append(f"\n{arm} minus scratch, {labels} labelled: mean {part.mean():+.3f}, better in "
-                         f"{int((part > 0).sum())} of {len(part)} seeds, per seed "
+            spread = part.std(ddof=1) if len(part) > 1 else 0.0
+            lines.append(f"\n{arm} minus scratch, {labels} labelled: mean {part.mean():+.3f} (sd {spread:.3f}), "
+                         f"better in {int((part > 0).sum())} of {len(part)} seeds, per seed "
                          f"{[round(float(v), 3) for v in part]}")  # fmt: skip
     curve = sorted((c for c in results.columns if c.startswith("dice_mean@")), key=lambda c: int(c.split("@")[1]))
     if curve:
