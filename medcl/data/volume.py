@@ -303,8 +303,9 @@ def neighbour_slices(volume: torch.Tensor, centres: Sequence[int] | torch.Tensor
 
 class AxialSlabd(mt.MapTransform):
     """A (C, X, Y, 2k + 1) crop centred on an axial slice -> 2D sample: ``image`` (C * (2k + 1), X, Y) in the layout
-    of :func:`neighbour_slices`, ``label`` the centre slice (1, X, Y). Volumes are edge-padded by k slices (image and
-    label alike) before cropping, so edge slices get the same clamped neighbours as at inference."""
+    of :func:`neighbour_slices`, ``label`` the centre slice (1, X, Y). :class:`SegmentationDataModule` edge-pads the
+    volumes by k slices (image and label alike) before cropping, so edge slices get the clamped neighbours that
+    inference gives them."""
 
     def __init__(self, keys: KeysCollection, label_key: str = "label", context: int = 0) -> None:
         super().__init__(keys)
