@@ -97,12 +97,12 @@ def run_phase(phase: str, args: argparse.Namespace) -> dict[str, Any]:
         torch.cuda.reset_peak_memory_stats()
     times: list[float] = []
     if kind in ("sliding", "slice"):
-        from monai.inferers import SliceInferer
-
         volume = torch.rand(1, 1, *args.volume, device=device)
         task.eval()
         predict = task.predict_logits
         if mode == "monai":
+            from monai.inferers import SliceInferer
+
             inferer = SliceInferer(
                 roi_size=(args.roi,) * 2,
                 sw_batch_size=task.hparams.sw_batch_size,

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
+from scipy import stats
 
 from medcl.data.prepare import prepare
 from medcl.data.synthetic.volume import generate_btcv
@@ -191,9 +192,11 @@ def table(results: pd.DataFrame) -> str:
         deltas = (mine - scratch).dropna()
         for labels, part in deltas.groupby(level=0):
             spread = part.std(ddof=1) if len(part) > 1 else 0.0
+            # Paired t-test on the per-seed differences (two-sided), the same as scipy.stats.ttest_rel.
+            p_value = float(stats.ttest_1samp(part, 0.0).pvalue) if len(part) > 1 else float("nan")
             lines.append(f"\n{arm} minus scratch, {labels} labelled: mean {part.mean():+.3f} (sd {spread:.3f}), "
-                         f"better in {int((part > 0).sum())} of {len(part)} seeds, per seed "
-                         f"{[round(float(v), 3) for v in part]}")  # fmt: skip
+                         f"better in {int((part > 0).sum())} of {len(part)} seeds, paired t-test p = {p_value:.2f}, "
+                         f"per seed {[round(float(v), 3) for v in part]}")  # fmt: skip
     curve = sorted((c for c in results.columns if c.startswith("dice_mean@")), key=lambda c: int(c.split("@")[1]))
     if curve:
         lines += ["", "Learning curve (held-out mean Dice after N fine-tuning steps):", ""]

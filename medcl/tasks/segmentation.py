@@ -107,10 +107,20 @@ class Segmentation(LightningModule):
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         images, labels = batch["image"], batch["label"]
+        self._check_inputs(images)
         self._check_labels(labels)
         loss = self.loss(self.network(images), labels)
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=images.shape[0])
         return loss
+
+    def _check_inputs(self, images: Tensor) -> None:
+        expected = input_channels(self.network)
+        if images.shape[1] != expected:
+            raise InvalidInputError(
+                None,
+                f"batch has {images.shape[1]} input channel(s) but the network takes {expected}; set "
+                "model_overrides.in_channels (2k + 1 per image channel for SegmentationDataModule(slice_context=k))",
+            )
 
     def _check_labels(self, labels: Tensor) -> None:
         top = int(labels.max())

@@ -66,6 +66,8 @@ def test_sliding_window_inference_covers_whole_volumes():
     assert torch.isfinite(loss)
     with pytest.raises(InvalidInputError, match="num_classes"):
         task.training_step({"image": torch.rand(1, 1, 16, 16, 16), "label": torch.full((1, 1, 16, 16, 16), 5.0)}, 0)
+    with pytest.raises(InvalidInputError, match="3 input channel\\(s\\) but the network takes 1"):
+        task.training_step({"image": torch.rand(1, 3, 16, 16, 16), "label": torch.zeros(1, 1, 16, 16, 16)}, 0)
 
 
 def test_2d_and_2_5d_networks_predict_volumes_slice_by_slice():
