@@ -46,8 +46,8 @@ def main() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
+    from medcl.data.text.reports import context_prompt
     from medcl.models import create_model
-    from medcl.models.report_generator import context_prompt
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)

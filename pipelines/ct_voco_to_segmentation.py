@@ -19,7 +19,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python pipelines/<name>.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.runner import REPO, Step, StepContext, fetch, log_file, pipeline_main
+from medcl.commands.pipeline import REPO, Step, StepContext, fetch, log_file, pipeline_main
 
 NAME = "ct_voco_to_segmentation"
 VOCO_CONFIG = REPO / "configs" / "volume" / "voco-small.yaml"
@@ -88,7 +88,7 @@ def evaluate(ctx: StepContext) -> dict[str, Any]:
 def export(ctx: StepContext) -> dict[str, Any]:
     import mlflow
 
-    from medcl.export import export_bundle
+    from medcl.deploy.bundle import export_bundle
 
     checkpoint = fetch(ctx.outputs["segmentation"]["checkpoint_uri"], ctx.folder / "input")
     bundle = ctx.folder / "bundle"
@@ -101,21 +101,16 @@ def export(ctx: StepContext) -> dict[str, Any]:
 
 def register(ctx: StepContext) -> dict[str, Any]:
     """Log the fine-tuned network (with its preprocessing) as a pyfunc and register it with an alias."""
-    import torch
-
-    from medcl.registry import load_checkpoint_weights, log_task_model
-    from medcl.tasks.segmentation import Segmentation
+    from medcl.deploy.mlflow_models import log_task_model
+    from medcl.tasks.checkpoint import load_task
 
     checkpoint = fetch(ctx.outputs["segmentation"]["checkpoint_uri"], ctx.folder / "input")
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    hparams = {k: v for k, v in payload["hyper_parameters"].items() if not k.startswith("_")}
-    task = Segmentation(**{**hparams, "init_from": None})  # the weights come from the checkpoint itself
-    load_checkpoint_weights(task, checkpoint)
+    loaded = load_task(checkpoint, init_from=None)  # the weights come from the checkpoint itself
     name = ctx.options.get("registered_name") or ("ct-seg-smoke" if ctx.smoke else "ct-seg")
     with ctx.child_run() as run_id:
         logged = log_task_model(
-            task,
-            payload.get("datamodule_hyper_parameters", {}),
+            loaded.task,
+            loaded.data_hparams,
             run_id=run_id,
             registered_name=name,
             alias=ctx.options.get("alias") or "champion",

@@ -22,7 +22,7 @@ from typing import Any
 if __package__ in (None, ""):  # `python pipelines/<name>.py`
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipelines.runner import REPO, Step, StepContext, fetch, log_file, pipeline_main
+from medcl.commands.pipeline import REPO, Step, StepContext, fetch, log_file, pipeline_main
 
 NAME = "cxr_pretrain_to_report"
 PRETRAIN_CONFIG = REPO / "configs" / "cxr" / "demo.yaml"
@@ -118,21 +118,16 @@ def report_eval(ctx: StepContext) -> dict[str, Any]:
 
 def register(ctx: StepContext) -> dict[str, Any]:
     """Log the pretrained image-text model (embeddings + zero-shot) as a pyfunc and register it with an alias."""
-    import torch
-
-    from medcl.registry import load_checkpoint_weights, log_task_model
-    from medcl.tasks import ImageTextPretraining
+    from medcl.deploy.mlflow_models import log_task_model
+    from medcl.tasks.checkpoint import load_task
 
     checkpoint = fetch(ctx.outputs["pretrain"]["checkpoint_uri"], ctx.folder / "input")
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=True)
-    hparams = {k: v for k, v in payload["hyper_parameters"].items() if not k.startswith("_")}
-    task = ImageTextPretraining(**hparams)
-    load_checkpoint_weights(task, checkpoint)
+    loaded = load_task(checkpoint)  # the weights come from the checkpoint itself
     name = ctx.options.get("registered_name") or ("cxr-clip-smoke" if ctx.smoke else "cxr-clip")
     with ctx.child_run() as run_id:
         logged = log_task_model(
-            task,
-            payload.get("datamodule_hyper_parameters", {}),
+            loaded.task,
+            loaded.data_hparams,
             run_id=run_id,
             registered_name=name,
             alias=ctx.options.get("alias") or "champion",

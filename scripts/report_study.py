@@ -5,7 +5,7 @@ Per seed: (1) contrastive pretraining (ConVIRT/CLIP objective, ``clip-cxr-demo``
 generation fine-tuned from that checkpoint; (3) the same generator from scratch (same steps, same batches);
 (4) retrieval: the pretrained image encoder embeds test and train anchor images and each test study gets the report
 of its most similar training study. Every method is scored on the patient-disjoint test split with
-:func:`medcl.eval.report_cli.score_reports` (pycocoevalcap NLG metrics, CoGaze preprocessing; clinical efficacy from
+:func:`medcl.eval.report.score_reports` (pycocoevalcap NLG metrics, CoGaze preprocessing; clinical efficacy from
 the rule-based labeler, reported as ``rule_ce_*``).
 
     medcl data synth mimic-cxr --out study/mimic --option n_subjects=500 --option seed=1 --option image_size=128 \
@@ -101,9 +101,9 @@ def retrieve(args: argparse.Namespace, checkpoint: Path) -> tuple[list[str], lis
     """1-NN retrieval with the contrastive image encoder: the most similar training study's report."""
     import torch
 
-    from medcl.tasks import ImageTextPretraining
+    from medcl.tasks.checkpoint import load_task
 
-    task = ImageTextPretraining.load_from_checkpoint(checkpoint, map_location="cpu", weights_only=False).eval()
+    task = load_task(checkpoint).task.eval()
     data = report_data(args)
 
     @torch.no_grad()
@@ -140,7 +140,7 @@ def main() -> None:
     parser.add_argument("--progress", action="store_true")
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from medcl.eval.report_cli import score_reports
+    from medcl.eval.report import score_reports
 
     args.out.mkdir(parents=True, exist_ok=True)
     results_path = args.out / "results.jsonl"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pydicom
 
-from medcl.cli import lightning_main
+from medcl.commands.lightning import lightning_main
 from medcl.data.deid import scan_for_phi
 from medcl.data.prepare import prepare
 from medcl.data.synthetic.cxr import generate_mimic_cxr

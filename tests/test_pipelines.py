@@ -21,7 +21,7 @@ TOY = textwrap.dedent(
     import os, sys, time
     from pathlib import Path
     sys.path.insert(0, {repo!r})
-    from pipelines.runner import Pipeline, Step, log_file
+    from medcl.commands.pipeline import Pipeline, Step, log_file
 
     calls = Path(sys.argv[1]) / "calls.txt"
 

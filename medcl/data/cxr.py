@@ -40,10 +40,11 @@ from monai.data import Dataset
 from torch.utils.data import DataLoader, default_collate
 
 from medcl.data.cache import in_memory_dataset, persistent_dataset
-from medcl.data.manifest import CHEXPERT_LABELS, binarize_labels, read_manifest
+from medcl.data.manifest import binarize_labels, read_manifest
+from medcl.data.text.labels import CHEXPERT_LABELS
+from medcl.data.text.views import view_index
 from medcl.data.transforms import cxr_transforms
 from medcl.errors import ConfigError, InvalidInputError
-from medcl.models.cogaze import view_index
 
 GAZE_KEYS = ("gaze", "gaze_sentences")
 CACHE_MODES = ("memory", "disk", "none")

@@ -37,43 +37,6 @@ SPLIT_ALIASES = {
 }
 REQUIRED_COLUMNS = ("image", "image_id", "subject_id", "split")
 
-# The 14 CheXpert observations, in the alphabetical order of MIMIC-CXR's chexpert/negbio CSVs.
-CHEXPERT_LABELS = (
-    "Atelectasis",
-    "Cardiomegaly",
-    "Consolidation",
-    "Edema",
-    "Enlarged Cardiomediastinum",
-    "Fracture",
-    "Lung Lesion",
-    "Lung Opacity",
-    "No Finding",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Pneumonia",
-    "Pneumothorax",
-    "Support Devices",
-)
-# The same 14 in the CheXpert CSVs' clinical column order (CheXbert's heads: the last 13 of these, then No Finding).
-CHEXPERT_CLINICAL_ORDER = (
-    "No Finding",
-    "Enlarged Cardiomediastinum",
-    "Cardiomegaly",
-    "Lung Opacity",
-    "Lung Lesion",
-    "Edema",
-    "Consolidation",
-    "Pneumonia",
-    "Atelectasis",
-    "Pneumothorax",
-    "Pleural Effusion",
-    "Pleural Other",
-    "Fracture",
-    "Support Devices",
-)
-# The five classes of the CheXpert 5x200 zero-shot benchmark (GLoRIA convention).
-CHEXPERT_5X200 = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
-
 UNCERTAIN_POLICIES = ("ones", "zeros", "ignore")
 
 

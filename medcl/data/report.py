@@ -16,7 +16,6 @@ Also here: the per-organ structured-report format (CoGaze's SRRG style, ``Organ:
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import numpy as np
@@ -26,52 +25,10 @@ from monai.data import Dataset
 from torch.utils.data import default_collate
 
 from medcl.data.cxr import CXRDataModule, _text, cxr_pipeline
-from medcl.data.manifest import CHEXPERT_LABELS, binarize_labels
-from medcl.models.report_generator import ROLES, context_prompt
-
-FRONTAL = ("PA", "AP")
-ORGAN_SECTIONS = (
-    "Lungs and Airways",
-    "Pleura",
-    "Cardiovascular",
-    "Hila and Mediastinum",
-    "Tubes, Catheters, and Support Devices",
-    "Musculoskeletal and Chest Wall",
-    "Abdominal",
-)
-# First matching organ wins, so specific anatomy is tested before the lungs (the default).
-_ORGAN_WORDS = (
-    ("Tubes, Catheters, and Support Devices",
-     r"\btubes?\b|catheter|\bpicc\b|\blines?\b(?! of)|pacemaker|pacer|\bleads?\b|device|\bport\b|stent|\bwires?\b"),
-    ("Pleura", r"pleura|effusion|pneumothora|costophrenic|hydrothorax"),
-    ("Hila and Mediastinum", r"mediastin|\bhila|hilum|trachea|paratracheal"),
-    ("Cardiovascular", r"\bheart\b|cardiac|cardiomegaly|aort|pericardi|vascular|\bsvc\b|atri|ventric"),
-    ("Musculoskeletal and Chest Wall", r"fracture|\bribs?\b|osseous|spine|\bbone|shoulder|clavic|scoliosis|chest wall"),
-    ("Abdominal", r"abdom|bowel|subdiaphragmatic|free air|stomach|liver|spleen|gastric|colon"),
-)  # fmt: skip
-_ORGAN_HEADER = re.compile("(" + "|".join(re.escape(o) for o in (*ORGAN_SECTIONS, "Other")) + r"):-\s*")
-_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9_])")
-
-
-def organ_of(sentence: str) -> str:
-    lower = sentence.lower()
-    return next((organ for organ, words in _ORGAN_WORDS if re.search(words, lower)), ORGAN_SECTIONS[0])
-
-
-def structure_report(text: str) -> str:
-    """Free text -> ``Lungs and Airways:- s1- s2Pleura:- s3`` with sections in :data:`ORGAN_SECTIONS` order."""
-    groups: dict[str, list[str]] = {}
-    for sentence in _SENTENCE.split(" ".join(text.split())):
-        if sentence.strip():
-            groups.setdefault(organ_of(sentence), []).append(sentence.strip())
-    return "".join(f"{organ}:- " + "- ".join(groups[organ]) for organ in ORGAN_SECTIONS if organ in groups)
-
-
-def flatten_structured_report(text: str) -> str:
-    """Structured report -> plain sentences (headers and item dashes removed), as scored by CoGaze."""
-    parts = [p for p in _ORGAN_HEADER.split(text) if p and p not in (*ORGAN_SECTIONS, "Other")]
-    items = [item.strip() for part in parts for item in re.split(r"(?:^|(?<=[.!?]))\s*-\s+", part)]
-    return " ".join(item for item in items if item)
+from medcl.data.manifest import binarize_labels
+from medcl.data.text.labels import CHEXPERT_LABELS
+from medcl.data.text.reports import ROLES, context_prompt
+from medcl.data.text.views import FRONTAL
 
 
 class ViewStack:

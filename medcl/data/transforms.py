@@ -27,21 +27,17 @@ from monai.transforms import (
     Compose,
     LoadImaged,
     MapTransform,
-    NormalizeIntensityd,
-    Orientationd,
     RandFlipd,
     RandRotated,
     RandScaleIntensityd,
     RandShiftIntensityd,
     RandSpatialCropd,
     Resized,
-    ScaleIntensityd,
-    ScaleIntensityRanged,
-    Spacingd,
     SpatialPadd,
 )
 
 from medcl.data.image_io import MedclReader, read_image_array
+from medcl.data.preprocessing import Preprocessing
 from medcl.errors import InvalidInputError
 
 
@@ -175,11 +171,7 @@ def cxr_transforms(
     transforms: list[Any] = load_transforms(
         image_key, mask_keys=mask_keys, gaze_keys=gaze_keys, sentence_key=sentence_key, voi_lut=voi_lut
     )
-    transforms += [
-        Resized(keys=keys, spatial_size=size, size_mode="longest", mode=_modes(keys, mask_keys, "area")),
-        SpatialPadd(keys=keys, spatial_size=(size, size)),
-        ScaleIntensityd(keys=image_key, minv=0.0, maxv=1.0),
-    ]
+    transforms += Preprocessing(spatial_dims=2, image_size=size).transforms(keys, mask_keys)
     if train:
         crop = max(1, round(size * crop_fraction))
         transforms += [
@@ -214,15 +206,8 @@ def volume_transforms(
     random crop and flips."""
     keys = [image_key, *label_keys]
     transforms: list[Any] = load_transforms(image_key, mask_keys=label_keys)
-    transforms += [
-        Orientationd(keys=keys, axcodes="RAS"),
-        Spacingd(keys=keys, pixdim=tuple(pixdim), mode=_modes(keys, label_keys, "bilinear")),
-    ]
-    if intensity_range is None:
-        transforms.append(NormalizeIntensityd(keys=image_key, nonzero=True))
-    else:
-        low, high = intensity_range
-        transforms.append(ScaleIntensityRanged(keys=image_key, a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
+    preprocessing = Preprocessing(spatial_dims=3, pixdim=tuple(pixdim), intensity_range=intensity_range)
+    transforms += preprocessing.transforms(keys, label_keys)
     transforms.append(SpatialPadd(keys=keys, spatial_size=tuple(roi_size)))
     if train:
         transforms += [

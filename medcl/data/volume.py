@@ -39,6 +39,7 @@ from monai.data import DataLoader, Dataset, MetaTensor, list_data_collate
 
 from medcl.data.cache import in_memory_dataset, persistent_dataset
 from medcl.data.manifest import read_manifest
+from medcl.data.preprocessing import Preprocessing
 from medcl.data.transforms import cxr_transforms, load_transforms
 from medcl.errors import ConfigError, InvalidInputError
 
@@ -72,64 +73,18 @@ class SelectLabelsd(mt.MapTransform):
 
 
 def volume_preprocessing(
-    *,
-    label_key: str | None = None,
-    pixdim: Sequence[float] | None = (1.5, 1.5, 2.0),
-    intensity_range: Sequence[float] | None = (-175.0, 250.0),
-    crop_foreground: float | None = None,
-    spatial_size: Sequence[int] | None = None,
-    label_values: Sequence[int] | None = None,
+    *, label_key: str | None = None, label_values: Sequence[int] | None = None, **settings: Any
 ) -> list[mt.Transform]:
-    """The cacheable part: load (medcl's reader), RAS, resample to ``pixdim`` (None: keep), clip-scale the CT window
-    ``intensity_range`` to [0, 1] (None: z-score over non-zero voxels, for MR), crop to voxels > ``crop_foreground``
-    (VoCo's 0.3 on the scaled image), resize to ``spatial_size`` (-1 keeps an axis), keep ``label_values``."""
-    keys = ["image"] + ([label_key] if label_key else [])
-    modes = ["bilinear"] + (["nearest"] if label_key else [])
-    steps: list[mt.Transform] = list(load_transforms("image", mask_keys=[label_key] if label_key else []))
-    steps.append(mt.Orientationd(keys=keys, axcodes="RAS"))
-    if pixdim is not None:
-        steps.append(mt.Spacingd(keys=keys, pixdim=tuple(pixdim), mode=modes))
-    if intensity_range is None:
-        steps.append(mt.NormalizeIntensityd(keys="image", nonzero=True))
-    else:
-        low, high = (float(v) for v in intensity_range)
-        steps.append(mt.ScaleIntensityRanged(keys="image", a_min=low, a_max=high, b_min=0.0, b_max=1.0, clip=True))
-    if crop_foreground is not None:
-        threshold = float(crop_foreground)
-        steps.append(
-            mt.CropForegroundd(
-                keys=keys,
-                source_key="image",
-                select_fn=_Above(threshold),
-                margin=2,
-                allow_smaller=True,
-                start_coord_key=None,
-                end_coord_key=None,
-            )
-        )
-    if spatial_size is not None:
-        steps.append(
-            mt.Resized(
-                keys=keys,
-                spatial_size=tuple(spatial_size),
-                mode=["trilinear", "nearest"][: len(keys)],
-                anti_aliasing=[True, False][: len(keys)],
-            )
-        )
+    """The cacheable part: load (medcl's reader), the 3-D :class:`~medcl.data.preprocessing.Preprocessing` of
+    ``settings`` (pixdim, intensity_range, crop_foreground, spatial_size) on the image and its label, and
+    ``label_values`` kept as classes 1..n."""
+    mask_keys = [label_key] if label_key else []
+    steps: list[mt.Transform] = list(load_transforms("image", mask_keys=mask_keys))
+    steps += Preprocessing(spatial_dims=3, **settings).transforms(["image", *mask_keys], mask_keys)
     if label_key and label_values:
         steps.append(SelectLabelsd(keys=label_key, values=label_values))
-    steps.append(mt.EnsureTyped(keys=keys, dtype=torch.float32, track_meta=False))
+    steps.append(mt.EnsureTyped(keys=["image", *mask_keys], dtype=torch.float32, track_meta=False))
     return steps
-
-
-class _Above:
-    """Picklable foreground selector (lambdas break worker processes and cache fingerprints)."""
-
-    def __init__(self, threshold: float) -> None:
-        self.threshold = threshold
-
-    def __call__(self, image: Any) -> Any:
-        return image > self.threshold
 
 
 # -- random sampling ------------------------------------------------------------------------------------------
@@ -704,7 +659,7 @@ class SegmentationDataModule(_VolumeDataModule):
         self.flip_prob, self.rotate_prob = flip_prob, rotate_prob
         self.spatial_dims, self.image_size, self.test_split = spatial_dims, image_size, test_split
         self.slice_context = slice_context
-        # Saved in checkpoints: `python -m medcl.export` rebuilds the same preprocessing for inference.
+        # Saved in checkpoints: `medcl export` rebuilds the same preprocessing for inference.
         self.save_hyperparameters(
             {
                 **self.settings,

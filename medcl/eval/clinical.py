@@ -21,13 +21,9 @@ import torch
 from sklearn.metrics import precision_recall_fscore_support
 from torch import nn
 
-from medcl.data.manifest import CHEXPERT_5X200, CHEXPERT_CLINICAL_ORDER, CHEXPERT_LABELS
+from medcl.data.text.labels import CHEXBERT_CLASS_CODES, CHEXBERT_CONDITIONS, CHEXPERT_5X200, CHEXPERT_LABELS
 from medcl.errors import InvalidInputError
 
-# CheXbert's head order (its CONDITIONS list); codes per head: 0 blank, 1 positive, 2 negative, 3 uncertain.
-CHEXBERT_CONDITIONS = (*CHEXPERT_CLINICAL_ORDER[1:], "No Finding")
-# CheXbert's per-observation classes (blank, positive, negative, uncertain) -> CheXpert codes.
-CHEXBERT_CLASS_CODES = (np.nan, 1.0, 0.0, -1.0)
 CE_FIVE = CHEXPERT_5X200  # the same five observations
 
 
@@ -112,7 +108,10 @@ class CheXbertLabeler:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.tokenizer = AutoTokenizer.from_pretrained(bert)
         self.model = CheXbert(bert)
-        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        try:  # chexbert.pth: {"model_state_dict": ..., "optimizer_state_dict": ..., "epoch": ...}, tensors only
+            state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        except Exception as err:  # pickled objects (refused) or a corrupt file
+            raise InvalidInputError(checkpoint, f"not a plain CheXbert weights file ({type(err).__name__})") from None
         state = state.get("model_state_dict", state)
         state = {k.removeprefix("module."): v for k, v in state.items()}
         missing, unexpected = self.model.load_state_dict(state, strict=False)

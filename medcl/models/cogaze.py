@@ -24,18 +24,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from medcl.data.text.views import VIEW_POSITIONS
 from medcl.models.factory import build_component, register_architecture
 from medcl.models.heads import ProjectionHead
 from medcl.models.perceiver import LatentPerceiver
-
-# MIMIC-CXR ViewPosition values with their own embedding; anything else (or missing) shares the last index.
-VIEW_POSITIONS = ("PA", "AP", "LATERAL", "LL")
-
-
-def view_index(view: Any) -> int:
-    """Embedding index of a ViewPosition string (unknown/missing -> ``len(VIEW_POSITIONS)``)."""
-    key = str(view).strip().upper() if isinstance(view, str) else ""
-    return VIEW_POSITIONS.index(key) if key in VIEW_POSITIONS else len(VIEW_POSITIONS)
 
 
 @dataclass

@@ -33,19 +33,19 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from medcl.data.manifest import CHEXPERT_LABELS
+from medcl.data.text.labeler import label_reports
+from medcl.data.text.labels import CHEXBERT_CLASS_CODES, CHEXPERT_LABELS
+from medcl.data.text.reports import ROLES
 from medcl.errors import ConfigError, InvalidInputError
-from medcl.eval.chexpert_labeler import label_reports
-from medcl.eval.clinical import CHEXBERT_CLASS_CODES
 from medcl.models.factory import create_model, register_architecture
-from medcl.models.weights import load_matching_state_dict
+from medcl.models.weights import load_matching_state_dict, read_state_dict
 
 log = logging.getLogger(__name__)
 TOKENIZER_DIR = Path(__file__).parent / "tokenizers"
 # Offline tokenizer name -> packaged directory (byte-level BPE trained on synthetic MIMIC-style reports).
 OFFLINE_TOKENIZERS = {"cxr-bpe-synthetic": TOKENIZER_DIR / "cxr-bpe-synthetic"}
-ROLES = {"current": 0, "other_view": 1, "prior": 2, "context": 3}
-NO_INDICATION, NO_PRIOR_REPORT = "[NHI]", "[NHPR]"
+# The generation hyperparameters: what generate() takes, what a task sets and what a served report model carries.
+GENERATION_SETTINGS = ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "no_repeat_ngram_size")
 # Prompt states per observation: CheXbert's classes, PromptMRG's [BLA] [POS] [NEG] [UNC] -> CheXpert codes.
 FINDING_STATE_CODES = CHEXBERT_CLASS_CODES
 
@@ -62,15 +62,6 @@ def states_to_codes(states: Tensor) -> Tensor:
     return torch.tensor(FINDING_STATE_CODES, device=states.device)[states]
 
 
-def context_prompt(indication: str | None, prior_report: str | None, history: str | None = None) -> str:
-    """MLRG's prompt with explicit absence tokens: ``[INDICATION] ... [HISTORY] ... [FINDINGS] <prior report>``."""
-    indication = (indication or "").strip() or NO_INDICATION
-    prior = (prior_report or "").strip() or NO_PRIOR_REPORT
-    history = (history or "").strip()
-    middle = f" [HISTORY] {history}" if history else ""
-    return f"[INDICATION] {indication}{middle} [FINDINGS] {prior}"
-
-
 def load_tokenizer(name_or_path: str) -> Any:
     """A GPT-2-style tokenizer with bos/eos/pad set: the offline BPE by name, a hub id or a local directory."""
     from transformers import AutoTokenizer
@@ -78,7 +69,7 @@ def load_tokenizer(name_or_path: str) -> Any:
     source = OFFLINE_TOKENIZERS.get(name_or_path, name_or_path)
     if name_or_path in OFFLINE_TOKENIZERS and not Path(source).is_dir():
         raise ConfigError(f"offline tokenizer {name_or_path!r} missing at {source}; rebuild: "
-                          "python -m medcl.models.report_generator --train-tokenizer")  # fmt: skip
+                          "python scripts/train_report_tokenizer.py")  # fmt: skip
     tokenizer = AutoTokenizer.from_pretrained(str(source))
     if tokenizer.eos_token is None:
         raise ConfigError(f"tokenizer {name_or_path!r} has no end-of-sequence token")
@@ -180,9 +171,7 @@ class ReportGenerator(nn.Module):
         path = Path(checkpoint)
         if not path.is_file():
             raise InvalidInputError(path, "contrastive checkpoint not found")
-        state = torch.load(path, map_location="cpu", weights_only=False)
-        state = state.get("state_dict", state)
-        state = {k.removeprefix("model."): v for k, v in state.items() if not k.startswith("loss.")}
+        state = {k.removeprefix("model."): v for k, v in read_state_dict(path).items() if not k.startswith("loss.")}
         report = load_matching_state_dict(self.backbone, state, source=str(path))
         log.info("backbone from %s: %s", path, report.summary())
 
@@ -374,26 +363,3 @@ class ReportGenerator(nn.Module):
 @register_architecture("report_generator")
 def build_report_generator(**kwargs: Any) -> nn.Module:
     return ReportGenerator(**kwargs)
-
-
-def _train_packaged_tokenizer() -> Path:
-    """Rebuild ``cxr-bpe-synthetic`` from synthetic MIMIC-style reports (no real report text is involved)."""
-    import tempfile
-
-    from medcl.data.reports import parse_report
-    from medcl.data.synthetic.cxr import generate_mimic_cxr
-
-    with tempfile.TemporaryDirectory() as tmp:
-        generate_mimic_cxr(tmp, n_subjects=2000, seed=1234, image_size=16, jpg=False, workers=1)
-        texts = []
-        for path in sorted(Path(tmp, "files").glob("*/*/s*.txt")):
-            sections = parse_report(path.read_text())
-            texts += [sections[k] for k in ("findings", "impression", "indication") if sections.get(k)]
-    return train_report_tokenizer(texts, OFFLINE_TOKENIZERS["cxr-bpe-synthetic"], vocab_size=1024)
-
-
-if __name__ == "__main__":
-    import sys
-
-    if "--train-tokenizer" in sys.argv:
-        print(_train_packaged_tokenizer())

@@ -28,10 +28,10 @@ from monai.networks.nets.basic_unet import UpCat
 from torch import Tensor, nn
 
 from medcl.errors import ConfigError, InvalidInputError
-from medcl.models.factory import model_config, register_architecture
+from medcl.models.factory import build_model, model_config, register_architecture, with_defaults
 from medcl.models.image_encoders import MonaiResNetEncoder
 from medcl.models.outputs import EncoderOutput
-from medcl.models.weights import KeyMatchReport, load_matching_state_dict
+from medcl.models.weights import KeyMatchReport, load_matching_state_dict, read_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class ResNetUNet(nn.Module):
         return self.head(x)
 
 
-@register_architecture("swinunetr")
+@register_architecture("swinunetr", target="monai.networks.nets.SwinUNETR")
 def build_swinunetr(
     in_channels: int = 1,
     out_channels: int = 2,
@@ -125,7 +125,7 @@ def build_swinunetr(
     )
 
 
-@register_architecture("basic_unet")
+@register_architecture("basic_unet", target="monai.networks.nets.BasicUNet")
 def build_basic_unet(
     in_channels: int = 1,
     out_channels: int = 2,
@@ -145,19 +145,24 @@ def build_basic_unet(
     )
 
 
-@register_architecture("resnet_unet")
-def build_resnet_unet(**kwargs: Any) -> ResNetUNet:
-    return ResNetUNet(**kwargs)
+register_architecture("resnet_unet", target="medcl.models.volume.ResNetUNet")(ResNetUNet)
+
+
+def network_spec(name: str, **overrides: Any) -> dict[str, Any]:
+    """The resolved config of segmentation network ``name`` with ``overrides``: ``architecture`` plus the keyword
+    arguments of its class. The one description of a network: :func:`create_network` builds it, logged models store
+    it, and MONAI bundles name its class (:func:`medcl.models.factory.architecture_target`) with these arguments."""
+    spec = model_config(name, **overrides)
+    if spec.get("architecture") not in VOLUME_ARCHITECTURES:
+        raise ConfigError(
+            f"model {name!r} is a {spec.get('architecture')!r}, not a segmentation network {VOLUME_ARCHITECTURES}"
+        )
+    return with_defaults(spec)
 
 
 def create_network(name: str, **overrides: Any) -> nn.Module:
     """Build segmentation network ``name`` (a JSON config) with ``overrides`` (e.g. ``out_channels=3``)."""
-    from medcl.models.factory import create_model
-
-    architecture = model_config(name).get("architecture")
-    if architecture not in VOLUME_ARCHITECTURES:
-        raise ConfigError(f"model {name!r} is a {architecture!r}, not a segmentation network {VOLUME_ARCHITECTURES}")
-    return create_model(name, **overrides)
+    return build_model(network_spec(name, **overrides), name=name)
 
 
 # -- encoders -------------------------------------------------------------------------------------------------
@@ -323,37 +328,6 @@ class ReconstructionHead(nn.Module):
 # Prefixes that wrap an encoder in the formats users have: DataParallel (module.), VoCo's student/teacher
 # (student.), Lightning tasks (encoder., network., model.), mmseg-style backbone.
 _WRAPPER_PREFIXES = ("module.", "student.", "backbone.", "network.", "encoder.", "model.", "net.")
-_NESTED_STATE_KEYS = ("state_dict", "model", "network", "net", "student")
-
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """Tensors of a checkpoint file (``torch.load(weights_only=True)``) or a MONAI bundle folder
-    (``models/model.pt``), unwrapped from ``state_dict`` / ``model`` / ``network`` nesting."""
-    path = Path(path)
-    if path.is_dir():
-        candidate = path / "models" / "model.pt"
-        if not candidate.is_file():
-            raise InvalidInputError(path, "a folder given as checkpoint must be a MONAI bundle with models/model.pt")
-        path = candidate
-    if not path.is_file():
-        raise InvalidInputError(path, "checkpoint not found")
-    try:
-        state: Any = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # pickle errors for non-tensor payloads, corrupt zip files
-        raise InvalidInputError(
-            path, f"not a loadable weights file with weights_only=True ({type(err).__name__}: {err})"
-        ) from err
-    for _ in range(3):
-        if not isinstance(state, Mapping):
-            break
-        nested = next((state[k] for k in _NESTED_STATE_KEYS if isinstance(state.get(k), Mapping)), None)
-        if nested is None or all(isinstance(v, Tensor) for v in state.values()):
-            break
-        state = nested
-    tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)} if isinstance(state, Mapping) else {}
-    if not tensors:
-        raise InvalidInputError(path, "no tensors found in the checkpoint")
-    return tensors
 
 
 def normalize_encoder_keys(state: Mapping[str, Tensor], module_names: Sequence[str]) -> dict[str, Tensor]:

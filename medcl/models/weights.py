@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from medcl.errors import InvalidInputError
 
@@ -78,3 +80,36 @@ def load_matching_state_dict(
         )
     module.load_state_dict(to_load, strict=False)
     return report
+
+
+_NESTED_STATE_KEYS = ("state_dict", "model", "network", "net", "student")
+
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """Tensors of a checkpoint file (``torch.load(weights_only=True)``) or a MONAI bundle folder
+    (``models/model.pt``), unwrapped from ``state_dict`` / ``model`` / ``network`` nesting."""
+    path = Path(path)
+    if path.is_dir():
+        candidate = path / "models" / "model.pt"
+        if not candidate.is_file():
+            raise InvalidInputError(path, "a folder given as checkpoint must be a MONAI bundle with models/model.pt")
+        path = candidate
+    if not path.is_file():
+        raise InvalidInputError(path, "checkpoint not found")
+    try:
+        state: Any = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # pickle errors for non-tensor payloads, corrupt zip files
+        raise InvalidInputError(
+            path, f"not a loadable weights file with weights_only=True ({type(err).__name__}: {err})"
+        ) from err
+    for _ in range(3):
+        if not isinstance(state, Mapping):
+            break
+        nested = next((state[k] for k in _NESTED_STATE_KEYS if isinstance(state.get(k), Mapping)), None)
+        if nested is None or all(isinstance(v, Tensor) for v in state.values()):
+            break
+        state = nested
+    tensors = {k: v for k, v in state.items() if isinstance(v, Tensor)} if isinstance(state, Mapping) else {}
+    if not tensors:
+        raise InvalidInputError(path, "no tensors found in the checkpoint")
+    return tensors

@@ -32,8 +32,10 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
+from medcl.data.uploads import ImageLimits, ImageTooLargeError, UnsupportedMediaError
+from medcl.deploy.pyfunc import MedclPyfunc, load_model_folder
+from medcl.deploy.segmentation import nifti_bytes
 from medcl.errors import ConfigError, InvalidInputError
-from medcl.registry import ImageLimits, ImageTooLargeError, MedclPyfunc, UnsupportedMediaError
 
 log = logging.getLogger("medcl.serve")
 
@@ -80,16 +82,14 @@ class ServeSettings:
 
 
 def load_medcl_model(uri: str) -> MedclPyfunc:
-    """Load an MLflow pyfunc and return its medcl wrapper (weights read with ``weights_only=True``)."""
+    """A medcl model from the registry, a run or a folder, loaded without running code the model carries
+    (:func:`medcl.deploy.pyfunc.load_model_folder`)."""
     import mlflow
 
     from medcl.tracking import default_tracking_uri
 
     mlflow.set_tracking_uri(default_tracking_uri())
-    wrapper = mlflow.pyfunc.load_model(uri).unwrap_python_model()
-    if not isinstance(wrapper, MedclPyfunc):
-        raise ConfigError(f"{uri} is not a medcl model (log it with medcl.registry / medcl register)")
-    return wrapper
+    return load_model_folder(uri)
 
 
 class ModelSet:
@@ -343,8 +343,6 @@ def create_app(
     )
     async def segment(file: UploadField) -> Response:
         """Label map of a volume as gzipped NIfTI on the input's voxel grid and affine."""
-        from medcl.registry import nifti_bytes
-
         label_map, affine = await run_model("segment", file, lambda m, image: m.segment(image))
         body = await anyio.to_thread.run_sync(nifti_bytes, label_map, affine)
         headers = {"Content-Disposition": 'attachment; filename="segmentation.nii.gz"'}

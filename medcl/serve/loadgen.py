@@ -45,7 +45,7 @@ class ServerProcess:
         self.url = f"http://127.0.0.1:{self.port}"
         self.token = token
         self.log_path = Path(log_path)
-        command = [sys.executable, "-m", "medcl.cli", "serve", "--port", str(self.port)]
+        command = [sys.executable, "-m", "medcl", "serve", "--port", str(self.port)]
         for model in models:
             command += ["--model", model]
         self.command = command + list(extra_args)
@@ -102,7 +102,7 @@ def ct_small_bytes() -> bytes:
 
 def malformed_payloads() -> list[tuple[str, str, bytes]]:
     """(endpoint, filename, content) uploads every service must answer with a 4xx."""
-    from medcl.registry import example_png
+    from medcl.deploy.pyfunc import example_png
 
     dicom = ct_small_bytes()
     return [
@@ -215,7 +215,7 @@ def run_load(
     """``requests`` uploads, ``concurrency`` in flight at once, ``malformed_fraction`` of them malformed."""
     if not url.startswith(("http://127.0.0.1", "http://localhost")):
         raise ValueError(f"load runs only target loopback services, not {url}")
-    from medcl.registry import example_png
+    from medcl.deploy.pyfunc import example_png
 
     good = good or [("/v1/embed", "ct.dcm", ct_small_bytes()), ("/v1/embed", "image.png", example_png(96))]
     bad = bad or malformed_payloads()
@@ -247,14 +247,13 @@ def log_example_models(
     import torch
     import torch.nn.functional as F
 
-    from medcl.registry import (
-        ImageEmbedder,
-        SegmentationPreprocess,
-        build_network,
-        example_png,
-        log_pyfunc,
-        log_segmentation_model,
-    )
+    from medcl.data.preprocessing import Preprocessing
+    from medcl.deploy.image_text import ImageEmbedder
+    from medcl.deploy.mlflow_models import log_pyfunc
+    from medcl.deploy.pyfunc import Payload, example_nifti, example_png
+    from medcl.deploy.segmentation import segmentation_config
+    from medcl.models.factory import build_model
+    from medcl.models.volume import network_spec
 
     torch.manual_seed(seed)
     mlflow.set_experiment(experiment)
@@ -275,28 +274,19 @@ def log_example_models(
         "logit_scale": 1 / 0.07,
     }
     tensors = {"weights": embedder.state_dict(), "prototypes": prototypes}
-    cxr = log_pyfunc(
-        "image_text", config, tensors, example=(example_png(), "example.png"), registered_name=image_text_name
-    )
-    spec = {
-        "class_path": "monai.networks.nets.UNet",
-        "init_args": {
-            "spatial_dims": 3,
-            "in_channels": 1,
-            "out_channels": 3,
-            "channels": [8, 16, 32],
-            "strides": [2, 2],
-            "num_res_units": 1,
-        },
-    }
-    seg = log_segmentation_model(
-        build_network(spec),
+    cxr = log_pyfunc(Payload("image_text", config, tensors, (example_png(), "example.png")),
+                     registered_name=image_text_name)  # fmt: skip
+    spec = network_spec("unet3d-small", out_channels=3, features=[4, 4, 8, 8, 16, 4])
+    seg_config = segmentation_config(
         spec,
-        preprocess=SegmentationPreprocess(pixdim=(2.0, 2.0, 2.0), intensity_range=None, roi_size=(32, 32, 32)),
+        Preprocessing(pixdim=(2.0, 2.0, 2.0), intensity_range=None),
+        roi_size=(32, 32, 32),
         labels={0: "background", 1: "organ", 2: "lesion"},
         name="example-unet",
-        registered_name=segmentation_name,
     )
+    weights = {"weights": build_model(spec).state_dict()}
+    seg = log_pyfunc(Payload("segmentation", seg_config, weights, (example_nifti(), "example.nii")),
+                     registered_name=segmentation_name)  # fmt: skip
     return {"image_text": str(cxr.registered), "segmentation": str(seg.registered)}
 
 

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from medcl.data.manifest import CHEXPERT_LABELS
+from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.errors import ConfigError
 from medcl.eval.gaze_agreement import agreement_per_pair, heatmaps_to_patch_grid, sentence_patch_attention
 from medcl.eval.zeroshot import zero_shot_auroc

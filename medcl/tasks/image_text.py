@@ -13,21 +13,21 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-from medcl.data.manifest import CHEXPERT_LABELS
+from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.eval.retrieval import first_per_group, label_retrieval_metrics, retrieval_metrics
 from medcl.eval.zeroshot import PROMPTS, class_prompt_embeddings, zero_shot_auroc, zero_shot_scores
 from medcl.losses import ClipLoss
 from medcl.models import create_model
+from medcl.tasks.base import MedclTask
 from medcl.tasks.optim import build_optimizer
 
 # The CheXpert competition findings: the classes of the 5x200 label-retrieval set (CoGaze, MedCLIP).
 LABEL_RETRIEVAL_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 
 
-class ImageTextPretraining(LightningModule):
+class ImageTextPretraining(MedclTask):
     """Contrastive image-text pretraining with zero-shot and retrieval evaluation.
 
     Args:

@@ -4,7 +4,7 @@ Training minimises the decoder's token cross-entropy (plus ``contrastive_weight`
 backbone's image and report embeddings when > 0: joint contrastive + captioning, CoCa). Validation generates reports
 for up to ``val_max_reports`` studies and logs BLEU/ROUGE-L/CIDEr and clinical efficacy (METEOR is left to test for
 speed). Test generates every study of the split, writes ``<output_dir>/generated_reports_<split>.csv`` (study id,
-reference, generated), logs every metric of :func:`medcl.eval.report_cli.score_reports` and, to MLflow, the CSV and a
+reference, generated), logs every metric of :func:`medcl.eval.report.score_reports` and, to MLflow, the CSV and a
 sample table of reports.
 """
 
@@ -16,23 +16,20 @@ from typing import Any
 
 import pandas as pd
 import torch
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
-from medcl.data.report import flatten_structured_report, structure_report
-from medcl.eval.chexpert_labeler import label_reports
+from medcl.data.text.labeler import label_reports
+from medcl.data.text.reports import flatten_structured_report, structure_report
 from medcl.eval.clinical import CheXbertLabeler, ce_scores
-from medcl.eval.report_cli import score_reports
+from medcl.eval.report import score_reports
 from medcl.models import create_model
-from medcl.models.report_generator import ReportGenerator
+from medcl.models.report_generator import GENERATION_SETTINGS, ReportGenerator
+from medcl.tasks.base import MedclTask
 from medcl.tasks.optim import build_optimizer
 from medcl.tracking import mlflow_logger
 
-# The task's generation hyperparameters: what generate() uses and what a served report model carries.
-GENERATION_SETTINGS = ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "no_repeat_ngram_size")
 
-
-class ReportGeneration(LightningModule):
+class ReportGeneration(MedclTask):
     """Radiology report generation with a cross-attending GPT-2 decoder.
 
     Args:

@@ -20,7 +20,6 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningModule
 from monai.inferers import sliding_window_inference
 from monai.losses import DiceCELoss
 from monai.metrics import DiceMetric, HausdorffDistanceMetric
@@ -30,13 +29,14 @@ from torch import Tensor
 from medcl.data.volume import neighbour_slices
 from medcl.errors import ConfigError, InvalidInputError
 from medcl.models.volume import create_network, encoder_of, format_report, input_channels, load_encoder_weights
+from medcl.tasks.base import MedclTask
 from medcl.tasks.optim import build_optimizer
 from medcl.tracking import mlflow_logger
 
 log = logging.getLogger(__name__)
 
 
-class Segmentation(LightningModule):
+class Segmentation(MedclTask):
     """Supervised segmentation, optionally initialised from a pretrained encoder.
 
     Args:

@@ -18,15 +18,15 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningModule
 from torch import Tensor, nn
 
 from medcl.losses import VoCoLoss
 from medcl.models.volume import NetworkEncoder, VoCoProjectionHead, create_encoder
+from medcl.tasks.base import MedclTask
 from medcl.tasks.optim import build_optimizer
 
 
-class EncoderPretraining(LightningModule):
+class EncoderPretraining(MedclTask):
     """Common parts of the volume pretraining tasks: the encoder of segmentation network ``model`` and AdamW with
     warmup-cosine. Subclasses define ``pretraining_loss(batch) -> dict`` with a ``loss`` entry plus terms to log."""
 

@@ -13,10 +13,11 @@ from PIL import Image
 from scipy import ndimage
 
 from medcl.data.adapters.egd_cxr import chx_columns
-from medcl.data.manifest import CHEXPERT_LABELS, read_manifest
+from medcl.data.manifest import read_manifest
 from medcl.data.prepare import prepare
 from medcl.data.synthetic.cxr import generate_mimic_cxr
 from medcl.data.synthetic.gaze import write_egd_cxr
+from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.errors import ConfigError, InvalidInputError
 
 STORED, ORIGINAL, SCALE = (96, 80), (384, 320), 4  # JPGs are 4x smaller than the DICOMs gaze refers to

@@ -11,10 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medcl.data.manifest import CHEXPERT_LABELS, read_manifest
+from medcl.data.manifest import read_manifest
 from medcl.data.prepare import get_adapter, prepare
-from medcl.data.reports import read_report
 from medcl.data.synthetic.cxr import generate_mimic_cxr
+from medcl.data.text.labels import CHEXPERT_LABELS
+from medcl.data.text.reports import read_report
 from medcl.errors import ConfigError, InvalidInputError
 
 ORIGINAL = 80

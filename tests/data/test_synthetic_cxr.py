@@ -13,10 +13,10 @@ import pytest
 from PIL import Image
 from scipy.ndimage import binary_erosion
 
-from medcl.data.manifest import CHEXPERT_LABELS
-from medcl.data.reports import parse_report
 from medcl.data.synthetic._render import Finding, Pose, render
 from medcl.data.synthetic.cxr import METADATA_COLUMNS, TRUTH_COLUMNS, generate_mimic_cxr, plant_bad_files
+from medcl.data.text.labels import CHEXPERT_LABELS
+from medcl.data.text.reports import parse_report
 
 DICOM_ID = re.compile(r"^[0-9a-f]{8}(-[0-9a-f]{8}){4}$")
 ORIGINAL = (96, 80)  # (Rows, Columns) of the "DICOM" images, larger than the stored 48 px JPGs

@@ -13,9 +13,9 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.meteor.meteor import Meteor
 from pycocoevalcap.rouge.rouge import Rouge
 
+from medcl.commands.eval import report_main
 from medcl.errors import ConfigError, InvalidInputError
 from medcl.eval.nlg import nlg_scores, preprocess_cogaze, preprocess_r2gen
-from medcl.eval.report_cli import report_main
 
 REFERENCES = [
     "The lungs are clear. No pleural effusion or pneumothorax. Heart size is normal.",
@@ -113,8 +113,11 @@ def test_cli_scores_csv_and_writes_per_report_rows(tmp_path, capsys) -> None:
     csv = tmp_path / "generated.csv"
     pd.DataFrame({"study": list("abcd"), "ref": REFERENCES, "gen": GENERATED}).to_csv(csv, index=False)
     out = tmp_path / "scores.csv"
-    code = report_main(["--csv", str(csv), "--ref-col", "ref", "--gen-col", "gen", "--id-col", "study",
-                        "--metrics", "bleu", "rouge", "cider", "--out", str(out)])  # fmt: skip
+    from medcl.commands.main import main
+
+    # Through the `medcl` entry, as the docs show it: `medcl eval report ...`.
+    code = main(["eval", "report", "--csv", str(csv), "--ref-col", "ref", "--gen-col", "gen", "--id-col", "study",
+                 "--metrics", "bleu", "rouge", "cider", "--out", str(out)])  # fmt: skip
     assert code == 0
     printed = capsys.readouterr().out
     expected = _direct(REFERENCES, GENERATED)
@@ -135,3 +138,6 @@ def test_cli_rejects_bad_input(tmp_path) -> None:
         report_main(["--csv", str(csv), "--ref-col", "reference", "--gen-col", "gen"])
     with pytest.raises(InvalidInputError, match="not found"):
         report_main(["--csv", str(tmp_path / "missing.csv"), "--ref-col", "ref", "--gen-col", "gen"])
+    from medcl.commands.main import main
+
+    assert main(["eval", "report", "--csv", str(csv), "--ref-col", "ref", "--gen-col", "gen"]) == 2  # one line

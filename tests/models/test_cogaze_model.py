@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 import torch
 
+from medcl.data.text.views import VIEW_POSITIONS, view_index
 from medcl.errors import ConfigError
 from medcl.models import create_model
-from medcl.models.cogaze import VIEW_POSITIONS, CoGazeModel, view_index
+from medcl.models.cogaze import CoGazeModel
 from medcl.models.perceiver import LatentPerceiver
 
 TINY = {

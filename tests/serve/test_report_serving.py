@@ -23,15 +23,12 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from pydicom.data import get_testdata_file
 from torch.utils.data import DataLoader, default_collate
 
-from medcl.models.report_generator import ROLES, context_prompt
-from medcl.registry import (
-    LogBestModel,
-    ReportPyfunc,
-    example_png,
-    load_checkpoint_weights,
-    radiograph_tensor,
-    read_upload,
-)
+from medcl.data.text.reports import ROLES, context_prompt
+from medcl.data.uploads import read_upload
+from medcl.deploy.callbacks import LogBestModel, load_checkpoint_weights
+from medcl.deploy.image_text import radiograph_tensor
+from medcl.deploy.pyfunc import example_png
+from medcl.deploy.report import ReportPyfunc
 from medcl.tasks.report import ReportGeneration
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
@@ -198,9 +195,9 @@ def test_hf_towers_are_rebuilt_from_the_logged_configs_alone(tmp_path):
     """A generator on the paper-scale `convirt` backbone (a DINOv2 image tower named `microsoft/rad-dino`, which does
     not resolve offline) with the diagnosis prompt is rebuilt from the saved configs and tokenizers alone and takes
     its state dict strictly."""
+    from medcl.deploy.report import offline_generator_spec, save_hf_components
     from medcl.models import create_model, model_config
     from medcl.models.report_generator import ReportGenerator
-    from medcl.registry import offline_generator_spec, save_hf_components
 
     dino = {"image_size": IMAGE_SIZE, "patch_size": 16, "hidden_size": 32, "num_hidden_layers": 1,
             "num_attention_heads": 2, "num_channels": 1}  # fmt: skip

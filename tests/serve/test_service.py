@@ -14,7 +14,7 @@ import pytest
 from nibabel.testing import data_path as NIBABEL_DATA
 from pydicom.data import get_testdata_file
 
-from medcl.registry import example_png
+from medcl.deploy.pyfunc import example_png
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 ANATOMICAL = Path(NIBABEL_DATA) / "anatomical.nii"

@@ -99,7 +99,7 @@ def test_fit_test_reload_and_eval_cli(
 ) -> None:
     from mlflow import MlflowClient
 
-    from medcl.eval.cli import load_task
+    from medcl.tasks.checkpoint import load_task
     from medcl.tracking import MedclMLFlowLogger
 
     seed_everything(0)
@@ -126,14 +126,14 @@ def test_fit_test_reload_and_eval_cli(
 
     path = tmp_path / "cogaze.ckpt"
     trainer.save_checkpoint(path)
-    loaded, _ = load_task(str(path))
+    loaded = load_task(str(path)).task
     assert isinstance(loaded, CoGazePretraining)
     assert loaded.hparams.disease_counts == task.hparams.disease_counts
     for key, value in task.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[key], value)
 
     # `medcl eval` on the checkpoint: manifests and image size come from the checkpoint's datamodule.
-    from medcl.eval.cli import eval_main
+    from medcl.commands.eval import main as eval_main
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     capsys.readouterr()

@@ -9,16 +9,18 @@ import pytest
 import torch
 from lightning.pytorch import Trainer, seed_everything
 
-from medcl.data.report import ORGAN_SECTIONS, ReportDataModule, flatten_structured_report, structure_report
-from medcl.eval.chexpert_labeler import label_reports
-from medcl.models import create_model
-from medcl.models.report_generator import (
+from medcl.data.report import ReportDataModule
+from medcl.data.text.labeler import label_reports
+from medcl.data.text.reports import (
     NO_INDICATION,
     NO_PRIOR_REPORT,
-    codes_to_states,
+    ORGAN_SECTIONS,
     context_prompt,
-    states_to_codes,
+    flatten_structured_report,
+    structure_report,
 )
+from medcl.models import create_model
+from medcl.models.report_generator import codes_to_states, states_to_codes
 from medcl.tasks.report import ReportGeneration
 
 # A CPU-sized generator: narrow ResNet, a 1-layer random BERT for the context, a 2-layer random GPT-2.

@@ -12,7 +12,7 @@ import torch
 from monai.inferers import SliceInferer
 from torch import nn
 
-from medcl.cli import main
+from medcl.commands.main import main
 from medcl.errors import ConfigError, InvalidInputError
 from medcl.models.image_encoders import MonaiResNetEncoder
 from medcl.tasks.segmentation import Segmentation, overlay_figure

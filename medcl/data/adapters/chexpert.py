@@ -21,8 +21,9 @@ from typing import Any
 import pandas as pd
 
 from medcl.data.adapters.common import find_csv, read_csv, stored_shape
-from medcl.data.manifest import CHEXPERT_5X200, CHEXPERT_LABELS, normalize_split
+from medcl.data.manifest import normalize_split
 from medcl.data.prepare import DatasetAdapter, WorkItem, register_adapter
+from medcl.data.text.labels import CHEXPERT_5X200, CHEXPERT_LABELS
 from medcl.errors import InvalidInputError
 
 TOP_FOLDERS = ("CheXpert-v1.0-small", "CheXpert-v1.0")

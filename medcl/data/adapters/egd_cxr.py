@@ -27,8 +27,8 @@ import pandas as pd
 
 from medcl.data import gaze
 from medcl.data.adapters.common import find_csv, read_csv, stored_shape
-from medcl.data.manifest import CHEXPERT_LABELS
 from medcl.data.prepare import DatasetAdapter, WorkItem, register_adapter
+from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.errors import ConfigError, InvalidInputError
 
 FRONTAL = ("PA", "AP")

@@ -23,9 +23,10 @@ import pandas as pd
 
 from medcl.data.adapters.common import find_csv, read_csv
 from medcl.data.image_io import load_image
-from medcl.data.manifest import CHEXPERT_LABELS, normalize_split
+from medcl.data.manifest import normalize_split
 from medcl.data.prepare import DatasetAdapter, WorkItem, register_adapter
-from medcl.data.reports import REPORTS_HINT, read_report
+from medcl.data.text.labels import CHEXPERT_LABELS
+from medcl.data.text.reports import REPORTS_HINT, read_report
 from medcl.errors import ConfigError, InvalidInputError
 
 log = logging.getLogger(__name__)

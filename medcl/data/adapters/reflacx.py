@@ -26,8 +26,8 @@ import pandas as pd
 from medcl.data import gaze
 from medcl.data.adapters.common import find_csv, read_csv, stored_shape
 from medcl.data.adapters.egd_cxr import IDS, MimicGazeAdapter
-from medcl.data.manifest import CHEXPERT_LABELS
 from medcl.data.prepare import WorkItem, register_adapter
+from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.errors import InvalidInputError
 
 POSITIVE_CERTAINTY = 3

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medcl.data.manifest import CHEXPERT_LABELS
 from medcl.data.synthetic._render import Finding
+from medcl.data.text.labels import CHEXPERT_LABELS
 
 # Labels that make "No Finding" blank when positive or uncertain (CheXpert ignores support devices for it).
 PATHOLOGIES = tuple(label for label in CHEXPERT_LABELS if label not in ("No Finding", "Support Devices"))

@@ -33,9 +33,9 @@ import pandas as pd
 from PIL import Image
 from tqdm.auto import tqdm
 
-from medcl.data.manifest import CHEXPERT_LABELS
 from medcl.data.synthetic import _cxr_text as text
 from medcl.data.synthetic._render import FRONTAL_VIEWS, SIDE_SIGN, Finding, render
+from medcl.data.text.labels import CHEXPERT_LABELS
 
 METADATA_COLUMNS = (
     "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",

@@ -18,8 +18,8 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from medcl.data.manifest import CHEXPERT_CLINICAL_ORDER, CHEXPERT_LABELS
 from medcl.data.synthetic._render import Finding, render
+from medcl.data.text.labels import CHEXPERT_CLINICAL_ORDER, CHEXPERT_LABELS
 
 # Findings the renderer draws; most studies get one 5x200 class alone so the zero-shot set fills.
 DRAWABLE = (

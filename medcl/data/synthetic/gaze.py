@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from medcl.data.adapters.common import find_csv
-from medcl.data.manifest import CHEXPERT_LABELS
+from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.errors import InvalidInputError
 
 SCREEN = (1080, 1920)  # EGD-CXR's monitor (rows, columns); its scripts hard-code it

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from medcl.data.reports import (
+from medcl.data.text.reports import (
     SECTIONED_COLUMNS,
     normalize_section_name,
     parse_report,

@@ -27,8 +27,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from medcl.data.manifest import CHEXPERT_LABELS
-from medcl.data.reports import parse_report
+from medcl.data.text.labels import CHEXPERT_LABELS
+from medcl.data.text.reports import parse_report
 
 NO_FINDING = "No Finding"
 # Observations that make "No Finding" blank when positive or uncertain (CheXpert ignores Support Devices for it).

@@ -13,19 +13,19 @@ runs with::
     python -m monai.bundle run --config_file <out>/configs/inference.json --bundle_root <out> \\
         --dataset_dir <folder of .nii.gz> --output_dir <folder>
 
-Preprocessing settings (spacing, HU window, foreground crop, resize) are read from the checkpoint's datamodule
-hyper-parameters (:class:`medcl.data.volume.SegmentationDataModule` saves them), so inference matches training.
+The network is named by its class (:func:`medcl.models.factory.architecture_target`) with the arguments of the
+training config's network spec (:func:`medcl.models.volume.network_spec`), and the preprocessing is the
+:class:`~medcl.data.preprocessing.Preprocessing` of the checkpoint's datamodule hyper-parameters, written as bundle
+steps: the same description training used, so inference matches training.
 
-Command line: ``python -m medcl.export --checkpoint last.ckpt --out bundle/``.
+Command line: ``medcl export --checkpoint last.ckpt --out bundle/``.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import platform
-import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -35,97 +35,20 @@ import numpy as np
 import torch
 from torch import nn
 
-from medcl.errors import ConfigError, InvalidInputError
-from medcl.models.factory import model_config
+from medcl.data.preprocessing import Preprocessing
+from medcl.errors import ConfigError
+from medcl.models.factory import architecture_target
+from medcl.models.volume import network_spec
+from medcl.tasks.checkpoint import load_task
+from medcl.tasks.segmentation import Segmentation
 
 log = logging.getLogger(__name__)
 
-MONAI_NETWORKS = {"swinunetr": "monai.networks.nets.SwinUNETR", "basic_unet": "monai.networks.nets.BasicUNet"}
-NETWORK_KWARGS = {
-    "swinunetr": (
-        "in_channels",
-        "out_channels",
-        "feature_size",
-        "use_v2",
-        "depths",
-        "num_heads",
-        "spatial_dims",
-        "norm_name",
-    ),
-    "basic_unet": ("spatial_dims", "in_channels", "out_channels", "features", "dropout"),
-}
-
 
 def network_definition(model: str, overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """The ``network_def`` of inference.json: the MONAI class and its arguments (medcl's class for ResNetUNet)."""
-    config = model_config(model, **overrides)
-    architecture = config.pop("architecture")
-    if architecture == "resnet_unet":
-        return {"_target_": "medcl.models.volume.ResNetUNet", **config}
-    if architecture not in MONAI_NETWORKS:
-        raise ConfigError(f"cannot export architecture {architecture!r}")
-    kwargs = {k: v for k, v in config.items() if k in NETWORK_KWARGS[architecture]}
-    if architecture == "basic_unet":
-        kwargs.setdefault("spatial_dims", 3)
-    return {"_target_": MONAI_NETWORKS[architecture], **kwargs}
-
-
-def preprocessing_definition(data: Mapping[str, Any], spatial_dims: int) -> list[dict[str, Any]]:
-    """MONAI-bundle transforms equal to the training datamodule's deterministic preprocessing (image only)."""
-    steps: list[dict[str, Any]] = [
-        {"_target_": "LoadImaged", "keys": "image", "image_only": False},
-        {"_target_": "EnsureChannelFirstd", "keys": "image"},
-    ]
-    if spatial_dims == 2:
-        size = int(data.get("image_size", 256))
-        steps += [
-            {"_target_": "Resized", "keys": "image", "spatial_size": size, "size_mode": "longest", "mode": "area"},
-            {"_target_": "SpatialPadd", "keys": "image", "spatial_size": [size, size]},
-            {"_target_": "ScaleIntensityd", "keys": "image", "minv": 0.0, "maxv": 1.0},
-        ]
-    else:
-        steps.append({"_target_": "Orientationd", "keys": "image", "axcodes": "RAS"})
-        if data.get("pixdim"):
-            steps.append({"_target_": "Spacingd", "keys": "image", "pixdim": list(data["pixdim"]), "mode": "bilinear"})
-        window = data.get("intensity_range", (-175.0, 250.0))
-        if window is None:
-            steps.append({"_target_": "NormalizeIntensityd", "keys": "image", "nonzero": True})
-        else:
-            steps.append(
-                {
-                    "_target_": "ScaleIntensityRanged",
-                    "keys": "image",
-                    "a_min": float(window[0]),
-                    "a_max": float(window[1]),
-                    "b_min": 0.0,
-                    "b_max": 1.0,
-                    "clip": True,
-                }
-            )
-        if data.get("crop_foreground") is not None:
-            threshold = float(data["crop_foreground"])
-            steps.append(
-                {
-                    "_target_": "CropForegroundd",
-                    "keys": "image",
-                    "source_key": "image",
-                    "margin": 2,
-                    "allow_smaller": True,
-                    "select_fn": f"$lambda x: x > {threshold}",
-                }
-            )
-        if data.get("spatial_size"):
-            steps.append(
-                {
-                    "_target_": "Resized",
-                    "keys": "image",
-                    "spatial_size": list(data["spatial_size"]),
-                    "mode": "trilinear",
-                    "anti_aliasing": True,
-                }
-            )
-    steps.append({"_target_": "EnsureTyped", "keys": "image", "dtype": "$torch.float32"})
-    return steps
+    """The ``network_def`` of inference.json: the network's class and every argument of its spec."""
+    spec = network_spec(model, **overrides)
+    return {"_target_": architecture_target(spec.pop("architecture")), **spec}
 
 
 def inference_config(
@@ -302,21 +225,12 @@ def torchscript(network: nn.Module, example: torch.Tensor) -> tuple[torch.jit.Sc
 
 def export_bundle(checkpoint: str | Path, out: str | Path, *, torchscript_model: bool = True) -> dict[str, Any]:
     """Write a MONAI bundle for a :class:`medcl.tasks.segmentation.Segmentation` checkpoint; returns a summary."""
-    from medcl.tasks.segmentation import Segmentation
-
-    checkpoint = Path(checkpoint)
-    if not checkpoint.is_file():
-        raise InvalidInputError(checkpoint, "checkpoint not found")
-    payload = torch.load(checkpoint, map_location="cpu", weights_only=False)  # a Lightning checkpoint we wrote
-    hparams = payload.get("hyper_parameters") or {}
-    if "num_classes" not in hparams:
-        raise InvalidInputError(checkpoint, "not a medcl Segmentation checkpoint (no num_classes hyper-parameter)")
-    data = payload.get("datamodule_hyper_parameters") or {}
-    task = Segmentation.load_from_checkpoint(checkpoint, map_location="cpu", init_from=None)
+    loaded = load_task(checkpoint, expect=Segmentation, init_from=None)
+    task, hparams, data = loaded.task, loaded.hparams, loaded.data_hparams
     network = task.network.eval()
-    overrides = dict(hparams.get("model_overrides") or {}, out_channels=hparams["num_classes"])
-    network_def = network_definition(hparams["model"], overrides)
-    spatial_dims = int(network_def.get("spatial_dims", 2 if network_def["_target_"].endswith("ResNetUNet") else 3))
+    network_def = network_definition(hparams["model"], {**(hparams.get("model_overrides") or {}),
+                                                          "out_channels": hparams["num_classes"]})  # fmt: skip
+    spatial_dims = int(network_def.get("spatial_dims", 2))
     roi = list(hparams.get("roi_size", (96, 96, 96)))[:spatial_dims]
     slice_context = data.get("slice_context")
     if slice_context:
@@ -325,6 +239,8 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, torchscript_model:
             "MONAI's SliceInferer feeds single slices (score it with `medcl test`)"
         )
     in_channels = int(network_def.get("in_channels", 1))
+    # A 2D network trained on axial slices of volumes reads volumes: the 3-D preprocessing, then SliceInferer.
+    preprocessing = Preprocessing.from_settings({**data, "spatial_dims": 3 if slice_context == 0 else spatial_dims})
 
     out = Path(out)
     (out / "configs").mkdir(parents=True, exist_ok=True)
@@ -332,7 +248,7 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, torchscript_model:
     torch.save(network.state_dict(), out / "models" / "model.pt")
     config = inference_config(
         network_def,
-        preprocessing_definition(data, 3 if slice_context == 0 else spatial_dims),
+        preprocessing.bundle(),
         roi,
         hparams.get("sw_batch_size", 4),
         hparams.get("sw_overlap", 0.5),
@@ -359,23 +275,3 @@ def export_bundle(checkpoint: str | Path, out: str | Path, *, torchscript_model:
             module.save(str(out / "models" / "model.ts"))
     log.info("exported %s -> %s (TorchScript: %s)", checkpoint, out, summary["torchscript"])
     return summary
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m medcl.export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--checkpoint", required=True, help="Segmentation checkpoint (.ckpt)")
-    parser.add_argument("--out", required=True, help="bundle folder to write")
-    parser.add_argument("--no-torchscript", action="store_true", help="skip models/model.ts")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    try:
-        summary = export_bundle(args.checkpoint, args.out, torchscript_model=not args.no_torchscript)
-    except (InvalidInputError, ConfigError) as err:
-        print(f"medcl export: error: {err}", file=sys.stderr)
-        return 2
-    print(json.dumps(summary, indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

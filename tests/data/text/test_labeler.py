@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medcl.data.manifest import CHEXPERT_LABELS
-from medcl.eval.chexpert_labeler import label_report, label_reports, labelled_section
+from medcl.data.text.labeler import label_report, label_reports, labelled_section
+from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.eval.clinical import binarize_rrg, ce_scores, per_report_f1
 
 CASES = [
@@ -113,7 +113,7 @@ def test_chexbert_labeler_loads_release_layout(tmp_path: Path) -> None:
 
     from medcl.errors import InvalidInputError
     from medcl.eval.clinical import CheXbert, CheXbertLabeler
-    from medcl.eval.report_cli import score_reports
+    from medcl.eval.report import score_reports
     from medcl.models.text_encoders import resolve_text_model
 
     bert = tmp_path / "bert"

@@ -1,4 +1,4 @@
-"""``medcl eval report``: score any CSV of reference and generated reports, as the report-generation papers do.
+"""Scoring generated reports as the report-generation papers do (``medcl eval report`` runs it on a CSV).
 
     medcl eval report --csv generated.csv --ref-col reference_report --gen-col generated_report \
         [--preprocessing cogaze|r2gen|coco|none] [--chexbert chexbert.pth --chexbert-bert bert-base-uncased] \
@@ -12,20 +12,17 @@ are named ``rule_ce_*``.
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
+from medcl.data.text.labeler import label_reports
 from medcl.errors import InvalidInputError
-from medcl.eval.chexpert_labeler import label_reports
 from medcl.eval.clinical import CheXbertLabeler, ce_scores, per_class_f1, per_report_f1
-from medcl.eval.nlg import METRICS, PREPROCESSING_CHOICES, nlg_scores
+from medcl.eval.nlg import METRICS, nlg_scores
 
 
 @dataclass
@@ -89,59 +86,3 @@ def format_table(corpus: dict[str, float], skipped: dict[str, str]) -> str:
     lines = [f"{name:<28} {value:.4f}" for name, value in corpus.items() if "_f1_" not in name]
     lines += [f"{name:<28} skipped: {why}" for name, why in skipped.items()]
     return "\n".join(lines)
-
-
-def report_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="medcl eval report", description="Score reference vs generated reports.")
-    parser.add_argument(
-        "--csv", required=True, type=Path, help="CSV with one reference and one generated report per row"
-    )
-    parser.add_argument("--ref-col", required=True, help="column of the reference reports")
-    parser.add_argument("--gen-col", required=True, help="column of the generated reports")
-    parser.add_argument("--id-col", default=None, help="column copied into the per-report scores (e.g. study_id)")
-    parser.add_argument("--preprocessing", default="cogaze", choices=PREPROCESSING_CHOICES,
-                        help="text preprocessing before pycocoevalcap (default: cogaze, as CoGaze/MLRG)")  # fmt: skip
-    parser.add_argument("--metrics", nargs="+", default=list(METRICS), choices=METRICS)
-    parser.add_argument("--chexbert", default=None, help="CheXbert weights (chexbert.pth); default: rule-based proxy")
-    parser.add_argument("--chexbert-bert", default="bert-base-uncased", help="bert-base-uncased id or directory")
-    parser.add_argument("--no-clinical", action="store_true", help="skip clinical-efficacy scores")
-    parser.add_argument("--out", type=Path, default=None, help="per-report scores CSV (default: <csv>.scores.csv)")
-    parser.add_argument("--json", type=Path, default=None, help="also write the corpus scores as JSON")
-    parser.add_argument("--experiment", default=None, help="log the corpus scores to this MLflow experiment")
-    args = parser.parse_args(argv)
-
-    frame = read_report_csv(args.csv, args.ref_col, args.gen_col)
-    chexbert = CheXbertLabeler(args.chexbert, bert=args.chexbert_bert) if args.chexbert else None
-    empty_generated = int((frame[args.gen_col].str.strip() == "").sum())
-    if empty_generated:
-        print(f"note: {empty_generated} empty generated report(s) are scored as empty text")
-    scores = score_reports(
-        frame[args.ref_col].tolist(),
-        frame[args.gen_col].tolist(),
-        preprocessing=args.preprocessing,
-        metrics=args.metrics,
-        chexbert=chexbert,
-        clinical=not args.no_clinical,
-    )
-    per_report = scores.per_report
-    per_report.insert(0, "row", np.arange(len(frame)))
-    if args.id_col:
-        if args.id_col not in frame.columns:
-            raise InvalidInputError(args.csv, f"no id column {args.id_col!r}")
-        per_report.insert(1, args.id_col, frame[args.id_col].to_numpy())
-    out = args.out or args.csv.with_suffix(".scores.csv")
-    per_report.to_csv(out, index=False)
-    print(f"{len(frame)} reports, preprocessing {args.preprocessing!r}")
-    print(format_table(scores.corpus, scores.skipped))
-    print(f"per-report scores: {out}")
-    if args.json:
-        args.json.write_text(json.dumps({"corpus": scores.corpus, "skipped": scores.skipped}, indent=2))
-    if args.experiment:
-        from medcl.tracking import MedclMLFlowLogger
-
-        logger = MedclMLFlowLogger(experiment_name=args.experiment, run_name=f"eval-report-{args.csv.stem}")
-        logger.log_hyperparams({"csv": str(args.csv), "preprocessing": args.preprocessing, "n_reports": len(frame)})
-        logger.log_metrics(scores.corpus)
-        logger.experiment.log_artifact(logger.run_id, str(out))
-        print(f"MLflow run {logger.run_id}")
-    return 0

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "cxr" / "demo.yaml"
 
 
@@ -45,7 +45,7 @@ def run_of(tracking_uri: str, experiment: str = "medcl-test"):
 
 
 def test_fit_logs_config_metrics_and_checkpoints_to_mlflow(synthetic_cxr, tmp_path, monkeypatch):
-    from medcl.cli import lightning_main
+    from medcl.commands.lightning import lightning_main
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
@@ -82,7 +82,7 @@ def test_killed_run_resumes_from_last_checkpoint_into_the_same_mlflow_run(synthe
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "HF_HUB_OFFLINE": "1"}
     root = tmp_path / "run"
     args = [*tiny_args(synthetic_cxr["manifest"], root, epochs=2), "--last_checkpoint_every_n_steps=1"]
-    command = [sys.executable, "-m", "medcl.cli", *args]
+    command = [sys.executable, "-m", "medcl", *args]
     last = root / "checkpoints" / "last.ckpt"
 
     process = subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -7,8 +7,8 @@ outputs of earlier steps, the parent run) and returns its outputs: MLflow artifa
 unfinished step, in the same parent run; a Lightning step that was killed mid-training resumes from its
 ``last.ckpt`` into its own MLflow run (``--ckpt_path last``).
 
-Lightning steps call the same entry as users (``medcl.cli.lightning_main``, i.e. ``medcl fit|test -c <config>``);
-their MLflow run *is* the step's child run (tagged ``mlflow.parentRunId``).
+Lightning steps call the same entry as users (``medcl.commands.lightning.lightning_main``, i.e.
+``medcl fit|test -c <config>``); their MLflow run *is* the step's child run (tagged ``mlflow.parentRunId``).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from mlflow import MlflowClient
 log = logging.getLogger("medcl.pipeline")
 
 STATE_FILE = "pipeline_state.json"
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]  # the source checkout: configs/ and pipelines/ live there
 
 
 @dataclass
@@ -71,7 +71,7 @@ class StepContext:
 
         With ``resume`` and a ``last.ckpt`` left by a killed attempt, training continues from it (same run).
         """
-        from medcl.cli import lightning_main
+        from medcl.commands.lightning import lightning_main
         from medcl.tracking import RUN_FILE
 
         checkpoints = self.folder / "checkpoints"
@@ -269,7 +269,7 @@ def pipeline_main(
     parser.add_argument("--restart", action="store_true", help="ignore earlier progress in --workdir")
     parser.add_argument("--steps", action="store_true", help="list the steps and exit")
     args = parser.parse_args(argv)
-    from medcl.cli import _configure_logging, _quiet_environment
+    from medcl.commands.main import _configure_logging, _quiet_environment
 
     _quiet_environment()
     _configure_logging()

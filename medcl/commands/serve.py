@@ -12,22 +12,31 @@ import os
 import sys
 from pathlib import Path
 
+from medcl.errors import ConfigError
+
 TOKEN_ENV = "MEDCL_SERVE_TOKEN"
 
 
 def read_token(token_file: str | None) -> str | None:
     """The token from ``--token-file`` or ``$MEDCL_SERVE_TOKEN`` (never a command-line value: ``ps`` shows those)."""
     if token_file:
-        return Path(token_file).read_text().strip() or None
+        try:
+            return Path(token_file).read_text().strip() or None
+        except OSError as err:
+            raise ConfigError(f"{token_file}: cannot read the token file ({err.strerror})") from None
     return os.environ.get(TOKEN_ENV) or None
 
 
-def serve_main(argv: list[str]) -> int:
-    from medcl.errors import ConfigError
-    from medcl.registry import ImageLimits
+def main(argv: list[str]) -> int:
+    from medcl.data.uploads import ImageLimits
 
     defaults = ImageLimits()
-    parser = argparse.ArgumentParser(prog="medcl serve", description=__doc__.split("\n")[0].strip("`: "))
+    parser = argparse.ArgumentParser(
+        prog="medcl serve",
+        description="Serve medcl models registered in MLflow over HTTP.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="example:\n" + "\n".join("  " + line for line in __doc__.strip().splitlines()[2:]),
+    )
     parser.add_argument("--model", action="append", required=True, help="MLflow model URI or folder (repeatable)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in containers)")
     parser.add_argument("--port", type=int, default=8000)
@@ -45,18 +54,14 @@ def serve_main(argv: list[str]) -> int:
 
     from medcl.serve.app import ServeSettings, create_app
 
-    try:
-        settings = ServeSettings(
-            models=args.model,
-            token=read_token(args.token_file),
-            allow_anonymous=args.allow_anonymous,
-            max_upload_bytes=int(args.max_upload_mb * 2**20),
-            limits=ImageLimits(max_pixels=args.max_pixels, max_voxels=args.max_voxels, max_side=args.max_side),
-            max_concurrency=args.concurrency,
-        )
-    except (ConfigError, OSError) as err:
-        print(f"medcl serve: error: {err}", file=sys.stderr)
-        return 2
+    settings = ServeSettings(
+        models=args.model,
+        token=read_token(args.token_file),
+        allow_anonymous=args.allow_anonymous,
+        max_upload_bytes=int(args.max_upload_mb * 2**20),
+        limits=ImageLimits(max_pixels=args.max_pixels, max_voxels=args.max_voxels, max_side=args.max_side),
+        max_concurrency=args.concurrency,
+    )
     server: uvicorn.Server | None = None
 
     def stop() -> None:

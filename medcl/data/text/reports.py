@@ -162,3 +162,64 @@ def write_sectioned_csv(root: str | os.PathLike[str], out: str | os.PathLike[str
             sections = read_report(path)
             writer.writerow([path.stem, *(sections.get(name, "") for name in SECTIONED_COLUMNS[1:])])
     return out
+
+
+# -- report-generation prompts ---------------------------------------------------------------------------------
+# Roles of the images a report generator reads (its view-role embedding): the anchor view, the study's other views,
+# the latest prior study, and the clinical-context prompt.
+ROLES = {"current": 0, "other_view": 1, "prior": 2, "context": 3}
+NO_INDICATION, NO_PRIOR_REPORT = "[NHI]", "[NHPR]"
+
+
+def context_prompt(indication: str | None, prior_report: str | None, history: str | None = None) -> str:
+    """MLRG's prompt with explicit absence tokens: ``[INDICATION] ... [HISTORY] ... [FINDINGS] <prior report>``."""
+    indication = (indication or "").strip() or NO_INDICATION
+    prior = (prior_report or "").strip() or NO_PRIOR_REPORT
+    history = (history or "").strip()
+    middle = f" [HISTORY] {history}" if history else ""
+    return f"[INDICATION] {indication}{middle} [FINDINGS] {prior}"
+
+
+# -- structured reports (CoGaze's SRRG style: ``Organ:- item- item``) ----------------------------------------------
+ORGAN_SECTIONS = (
+    "Lungs and Airways",
+    "Pleura",
+    "Cardiovascular",
+    "Hila and Mediastinum",
+    "Tubes, Catheters, and Support Devices",
+    "Musculoskeletal and Chest Wall",
+    "Abdominal",
+)
+# First matching organ wins, so specific anatomy is tested before the lungs (the default).
+_ORGAN_WORDS = (
+    ("Tubes, Catheters, and Support Devices",
+     r"\btubes?\b|catheter|\bpicc\b|\blines?\b(?! of)|pacemaker|pacer|\bleads?\b|device|\bport\b|stent|\bwires?\b"),
+    ("Pleura", r"pleura|effusion|pneumothora|costophrenic|hydrothorax"),
+    ("Hila and Mediastinum", r"mediastin|\bhila|hilum|trachea|paratracheal"),
+    ("Cardiovascular", r"\bheart\b|cardiac|cardiomegaly|aort|pericardi|vascular|\bsvc\b|atri|ventric"),
+    ("Musculoskeletal and Chest Wall", r"fracture|\bribs?\b|osseous|spine|\bbone|shoulder|clavic|scoliosis|chest wall"),
+    ("Abdominal", r"abdom|bowel|subdiaphragmatic|free air|stomach|liver|spleen|gastric|colon"),
+)  # fmt: skip
+_ORGAN_HEADER = re.compile("(" + "|".join(re.escape(o) for o in (*ORGAN_SECTIONS, "Other")) + r"):-\s*")
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z0-9_])")
+
+
+def organ_of(sentence: str) -> str:
+    lower = sentence.lower()
+    return next((organ for organ, words in _ORGAN_WORDS if re.search(words, lower)), ORGAN_SECTIONS[0])
+
+
+def structure_report(text: str) -> str:
+    """Free text -> ``Lungs and Airways:- s1- s2Pleura:- s3`` with sections in :data:`ORGAN_SECTIONS` order."""
+    groups: dict[str, list[str]] = {}
+    for sentence in _SENTENCE.split(" ".join(text.split())):
+        if sentence.strip():
+            groups.setdefault(organ_of(sentence), []).append(sentence.strip())
+    return "".join(f"{organ}:- " + "- ".join(groups[organ]) for organ in ORGAN_SECTIONS if organ in groups)
+
+
+def flatten_structured_report(text: str) -> str:
+    """Structured report -> plain sentences (headers and item dashes removed), as scored by CoGaze."""
+    parts = [p for p in _ORGAN_HEADER.split(text) if p and p not in (*ORGAN_SECTIONS, "Other")]
+    items = [item.strip() for part in parts for item in re.split(r"(?:^|(?<=[.!?]))\s*-\s+", part)]
+    return " ".join(item for item in items if item)

@@ -17,18 +17,13 @@ import pytest
 import torch
 from pydicom.data import get_testdata_file
 
+from medcl.data.preprocessing import Preprocessing
+from medcl.data.uploads import ImageLimits, ImageTooLargeError, UnsupportedMediaError, read_upload, redact
+from medcl.deploy.image_text import radiograph_tensor
+from medcl.deploy.mlflow_models import log_pyfunc
+from medcl.deploy.pyfunc import Payload, example_nifti, example_png
+from medcl.deploy.segmentation import segmentation_config
 from medcl.errors import InvalidInputError
-from medcl.registry import (
-    ImageLimits,
-    ImageTooLargeError,
-    SegmentationPreprocess,
-    UnsupportedMediaError,
-    example_png,
-    log_segmentation_model,
-    radiograph_tensor,
-    read_upload,
-    redact,
-)
 
 CT_SMALL = Path(get_testdata_file("CT_small.dcm"))
 TINY = ['--model.init_args.model_overrides={"image": {"widths": [8, 8, 16, 16]}, "embed_dim": 32}']
@@ -79,18 +74,18 @@ def test_header_text_values_are_redacted_from_messages():
 @pytest.fixture(scope="module")
 def fitted(synthetic_cxr, tmp_path_factory):
     """`medcl fit` (1 epoch, tiny) with LogBestModel registering the best checkpoint as cxr-tiny@champion."""
-    from medcl.cli import main
+    from medcl.commands.main import main
 
     root = tmp_path_factory.mktemp("fit")
     uri = f"sqlite:///{root / 'mlflow.db'}"
     previous_env, previous_uri = os.environ.get("MLFLOW_TRACKING_URI"), mlflow.get_tracking_uri()
     os.environ["MLFLOW_TRACKING_URI"] = uri
     mlflow.set_tracking_uri(uri)
-    callback = {"class_path": "medcl.registry.LogBestModel", "init_args": {"registered_name": "cxr-tiny"}}
+    callback = {"class_path": "medcl.deploy.LogBestModel", "init_args": {"registered_name": "cxr-tiny"}}
     args = [
         "fit",
         "-c",
-        str(Path(__file__).resolve().parents[1] / "configs" / "cxr" / "demo.yaml"),
+        str(Path(__file__).resolve().parents[2] / "configs" / "cxr" / "demo.yaml"),
         f"--data.init_args.manifest={synthetic_cxr['manifest']}",
         "--data.init_args.image_size=64",
         "--data.init_args.batch_size=8",
@@ -124,10 +119,10 @@ def test_fit_logs_best_model_and_medcl_register_promotes_it(fitted, synthetic_cx
     reproduces the task's embeddings and zero-shot scores, and `medcl register --run` promotes it."""
     from mlflow import MlflowClient
 
-    from medcl.cli import main
+    from medcl.commands.main import main
     from medcl.data import load_image
+    from medcl.deploy.callbacks import load_checkpoint_weights
     from medcl.eval.zeroshot import PROMPTS, class_prompt_embeddings, zero_shot_scores
-    from medcl.registry import load_checkpoint_weights
     from medcl.tasks import ImageTextPretraining
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", fitted["uri"])
@@ -164,7 +159,7 @@ def test_fit_logs_best_model_and_medcl_register_promotes_it(fitted, synthetic_cx
 
 @pytest.mark.slow
 def test_medcl_register_from_a_checkpoint_logs_the_same_model(fitted, synthetic_cxr, monkeypatch):
-    from medcl.cli import main
+    from medcl.commands.main import main
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", fitted["uri"])
     mlflow.set_tracking_uri(fitted["uri"])
@@ -186,18 +181,25 @@ def synthetic_cxr_png(synthetic_cxr) -> Path:
 def test_segmentation_pyfunc_maps_labels_back_onto_the_input_geometry(tmp_path, tracking):
     """A 1x1x1 conv thresholding intensity: the label map must equal the threshold of the input, on the input's
     own grid, although the input is LPS-oriented and resampled to another spacing inside."""
-    spec = {"class_path": "torch.nn.Conv3d", "init_args": {"in_channels": 1, "out_channels": 2, "kernel_size": 1}}
-    net = torch.nn.Conv3d(1, 2, 1)
-    with torch.no_grad():
-        net.weight[:] = torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1, 1)
-        net.bias[:] = torch.tensor([0.5, -0.5])
-    logged = log_segmentation_model(
-        net,
+    from medcl.models.factory import register_architecture
+
+    def threshold_net(in_channels: int = 1) -> torch.nn.Module:
+        net = torch.nn.Conv3d(in_channels, 2, 1)
+        with torch.no_grad():
+            net.weight[:] = torch.tensor([-1.0, 1.0]).view(2, 1, 1, 1, 1)
+            net.bias[:] = torch.tensor([0.5, -0.5])
+        return net
+
+    register_architecture("test_threshold")(threshold_net)  # test code registers it; a config cannot
+    spec = {"architecture": "test_threshold", "in_channels": 1}
+    config = segmentation_config(
         spec,
-        preprocess=SegmentationPreprocess(pixdim=(2.0, 2.0, 2.0), intensity_range=(0.0, 100.0), roi_size=(24, 24, 24)),
+        Preprocessing(pixdim=(2.0, 2.0, 2.0), intensity_range=(0.0, 100.0)),
+        roi_size=(24, 24, 24),
         labels={0: "background", 1: "bright"},
-        registered_name="threshold",
     )
+    payload = Payload("segmentation", config, {"weights": threshold_net().state_dict()}, (example_nifti(), "x.nii"))
+    logged = log_pyfunc(payload, registered_name="threshold")
     assert logged.registered == "models:/threshold@champion"
     volume = np.zeros((30, 26, 17), np.float32)
     volume[4:14, 5:20, 3:12] = 100.0  # an off-centre bright box

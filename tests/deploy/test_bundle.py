@@ -14,8 +14,8 @@ import torch
 from lightning.pytorch import Trainer
 
 from medcl.data.volume import SegmentationDataModule
+from medcl.deploy.bundle import export_bundle, network_definition, torchscript
 from medcl.errors import ConfigError, InvalidInputError
-from medcl.export import export_bundle, network_definition, torchscript
 from medcl.tasks.segmentation import Segmentation
 
 torch.set_num_threads(1)
@@ -161,8 +161,12 @@ def test_torchscript_matches_eager_and_network_definition(checkpoint):
 
 def test_export_rejects_other_checkpoints(tmp_path):
     torch.save({"state_dict": {}, "hyper_parameters": {"model": "x"}}, tmp_path / "other.ckpt")
-    with pytest.raises(InvalidInputError, match="not a medcl Segmentation"):
+    with pytest.raises(InvalidInputError, match="not a medcl task checkpoint"):
         export_bundle(tmp_path / "other.ckpt", tmp_path / "b")
+    other = {"state_dict": {}, "hyper_parameters": {"_class_path": "medcl.tasks.voco.VoCoPretraining"}}
+    torch.save(other, tmp_path / "voco.ckpt")
+    with pytest.raises(InvalidInputError, match="a VoCoPretraining checkpoint, but this command needs a Segmentation"):
+        export_bundle(tmp_path / "voco.ckpt", tmp_path / "b")
     with pytest.raises(InvalidInputError, match="not found"):
         export_bundle(tmp_path / "missing.ckpt", tmp_path / "b")
 

@@ -1,0 +1,5 @@
+"""``python -m medcl`` = the ``medcl`` command."""
+
+from medcl.commands.main import main
+
+raise SystemExit(main())
