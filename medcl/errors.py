@@ -37,3 +37,11 @@ class DataLeakageError(InvalidInputError):
 
 class ConfigError(MedclError, ValueError):
     """A configuration that cannot work (unknown name, incompatible options)."""
+
+
+class TrainingDivergedError(MedclError):
+    """Training produced a loss or gradient that is not finite (NaN or infinite)."""
+
+
+class TrackingUnavailableError(MedclError):
+    """The MLflow tracking server cannot be reached."""

@@ -2,21 +2,19 @@
 
 from __future__ import annotations
 
-import argparse
 import importlib
 from pathlib import Path
 from typing import Any
 
+from medcl.commands.common import command_parser
 from medcl.data.prepare import available_adapters, merge_manifests, prepare
 from medcl.errors import ConfigError
 
-EXAMPLES = """\
-examples:
-  medcl data list
-  medcl data synth mimic-cxr --out data/mimic-cxr-jpg --option n_subjects=40 --option image_size=96
-  medcl data prepare mimic-cxr --root data/mimic-cxr-jpg --out data/mimic.csv --workers 2
-  medcl data merge part0.csv part1.csv --out data/mimic.csv
-"""
+EXAMPLES = (
+    "medcl data list",
+    "medcl data synth mimic-cxr --out data/mimic-cxr-jpg --option n_subjects=40 --option image_size=96",
+    "medcl data prepare mimic-cxr --root data/mimic-cxr-jpg --out data/mimic.csv --workers 2",
+)
 
 
 def _parse_options(pairs: list[str]) -> dict[str, Any]:
@@ -75,12 +73,7 @@ def synthesize(kind: str, out: str | Path, **options: Any) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="medcl data",
-        description="Dataset adapters and synthetic datasets.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=EXAMPLES,
-    )
+    parser = command_parser("data", "Dataset adapters and synthetic datasets.", EXAMPLES)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list dataset adapters")
     p = sub.add_parser("prepare", help="write a validated manifest for a dataset tree")

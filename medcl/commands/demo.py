@@ -10,14 +10,16 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
 from pathlib import Path
 
 import medcl
+from medcl.commands.common import command_parser
 from medcl.errors import ConfigError
 
+DESCRIPTION = "The end-to-end CPU demo: synthetic MIMIC-CXR, image-text pretraining, held-out evaluation in MLflow."
+EXAMPLES = ("medcl demo", "medcl demo --trainer.max_epochs=1   # any LightningCLI override")
 HEADLINE = (
     "test/zeroshot_auroc_mean",
     "test/i2t_R1",
@@ -51,14 +53,9 @@ def prepare_demo_data(out: Path, **overrides: object) -> Path:
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="medcl demo",
-        description=__doc__.split("\n\n")[0].strip("`: "),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="examples:\n  medcl demo\n  medcl demo --trainer.max_epochs=1      # any LightningCLI override",
-    )
+    parser = command_parser("demo", DESCRIPTION, EXAMPLES)
     parser.add_argument("--config", default=str(default_config()), help="LightningCLI config (default: %(default)s)")
-    parser.add_argument("--out", default="demo_out", help="folder of the synthetic data, checkpoints and outputs")
+    parser.add_argument("--data-dir", default="demo_out", help="folder of the synthetic MIMIC-CXR tree and manifest")
     args, overrides = parser.parse_known_args(argv)
     if not Path(args.config).is_file():
         raise ConfigError(f"config {args.config} not found (run medcl demo from a medcl source checkout)")
@@ -69,7 +66,7 @@ def main(argv: list[str]) -> int:
     from medcl.tracking import mlflow_logger
 
     started = time.perf_counter()
-    manifest = prepare_demo_data(Path(args.out))
+    manifest = prepare_demo_data(Path(args.data_dir))
     argv_before, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when it sees both argv and explicit args
     try:
         cli = lightning_main(["fit", "-c", args.config, f"--data.init_args.manifest={manifest}", *overrides])

@@ -23,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+from medcl.commands.common import command_parser
+
 PREFIXES = {
     "zeroshot": ("zeroshot_",),
     "retrieval": ("i2t_", "t2i_", "chance_"),
@@ -34,11 +36,10 @@ PREFIXES = {
 def main(argv: list[str]) -> int:
     if argv and argv[0] == "report":
         return report_main(argv[1:])
-    parser = argparse.ArgumentParser(
-        prog="medcl eval",
-        description="Evaluate an image-text checkpoint (or `medcl eval report --help` to score generated reports).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  medcl eval zeroshot --ckpt demo_out/cxr-demo/checkpoints/last.ckpt",
+    parser = command_parser(
+        "eval",
+        "Evaluate an image-text checkpoint (or `medcl eval report --help` to score generated reports).",
+        ("medcl eval zeroshot --ckpt demo_out/cxr-demo/checkpoints/last.ckpt",),
     )
     parser.add_argument("kind", choices=[*sorted(PREFIXES), "report"])
     parser.add_argument("--ckpt", required=True, help="checkpoint of an image-text task (ConVIRT/CLIP, CoGaze)")
@@ -130,11 +131,10 @@ def report_main(argv: list[str]) -> int:
     from medcl.eval.nlg import METRICS, PREPROCESSING_CHOICES
     from medcl.eval.report import format_table, read_report_csv, score_reports
 
-    parser = argparse.ArgumentParser(
-        prog="medcl eval report",
-        description="Score reference vs generated reports (pycocoevalcap NLG metrics and clinical efficacy).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n  medcl eval report --csv generated.csv --ref-col reference --gen-col generated",
+    parser = command_parser(
+        "eval report",
+        "Score reference vs generated reports (pycocoevalcap NLG metrics and clinical efficacy).",
+        ("medcl eval report --csv generated.csv --ref-col reference --gen-col generated",),
     )
     parser.add_argument("--csv", required=True, type=Path, help="CSV with one reference and one generated report a row")
     parser.add_argument("--ref-col", required=True, help="column of the reference reports")

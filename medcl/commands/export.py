@@ -2,23 +2,20 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
-EXAMPLE = """\
-example:
-  medcl export --checkpoint runs/seg/checkpoints/last.ckpt --out bundle/
-  python -m monai.bundle run --config_file bundle/configs/inference.json --bundle_root bundle \\
-      --dataset_dir <folder of .nii.gz> --output_dir <folder>
-"""
+from medcl.commands.common import command_parser
+
+EXAMPLES = (
+    "medcl export --checkpoint runs/seg/checkpoints/last.ckpt --out bundle",
+    "python -m monai.bundle run --config_file bundle/configs/inference.json --bundle_root bundle "
+    "--dataset_dir <folder of .nii.gz> --output_dir <folder>",
+)
 
 
 def main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(
-        prog="medcl export",
-        description="Export a segmentation checkpoint as a MONAI bundle (and TorchScript where possible).",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=EXAMPLE,
+    parser = command_parser(
+        "export", "Export a segmentation checkpoint as a MONAI bundle (and TorchScript where possible).", EXAMPLES
     )
     parser.add_argument("--checkpoint", required=True, help="Segmentation checkpoint (.ckpt)")
     parser.add_argument("--out", required=True, help="bundle folder to write")

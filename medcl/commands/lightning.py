@@ -16,14 +16,48 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import DefaultHelpFormatter, Namespace
 from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
 from medcl.errors import ConfigError
-from medcl.tracking import MedclMLFlowLogger, MLflowRunFile, MLflowSaveConfigCallback, run_id_for_resume
+from medcl.tasks.checkpoint import AtomicCheckpointIO, read_checkpoint
+from medcl.tasks.guards import POLICIES, NonFiniteGuard
+from medcl.tracking import (
+    SPOOL_FILE,
+    MedclMLFlowLogger,
+    MLflowRunFile,
+    MLflowSaveConfigCallback,
+    check_reachable,
+    default_tracking_uri,
+    run_id_for_resume,
+)
 
 log = logging.getLogger("medcl")
+
+
+# `medcl <subcommand> --help` ends with examples that work as written on a fresh checkout after `medcl demo`.
+EXAMPLES = {
+    "fit": (
+        "medcl fit -c configs/cxr/demo.yaml --trainer.max_epochs 1",
+        "medcl fit -c configs/cxr/demo.yaml --print_config",
+    ),
+    "validate": ("medcl validate -c configs/cxr/demo.yaml --ckpt_path demo_out/cxr-demo/checkpoints/last.ckpt",),
+    "test": ("medcl test -c configs/cxr/demo.yaml --ckpt_path demo_out/cxr-demo/checkpoints/last.ckpt",),
+    "predict": ("medcl predict -c configs/seg/unet-small.yaml --ckpt_path <segmentation checkpoint>",),
+}
+
+
+class _HelpFormatter(DefaultHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """jsonargparse's help, with the examples' line breaks kept."""
+
+
+SUBCOMMAND_HELP = {
+    name: {"exit_on_error": False, "formatter_class": _HelpFormatter,
+           "epilog": "examples:\n" + "\n".join(f"  {e}" for e in examples)}
+    for name, examples in EXAMPLES.items()
+}  # fmt: skip
 
 
 class MedclCLI(LightningCLI):
@@ -40,6 +74,14 @@ class MedclCLI(LightningCLI):
             default=50,
             help="write last.ckpt every N training steps (and at each epoch end)",
         )
+        parser.add_argument(
+            "--nonfinite",
+            choices=POLICIES,
+            default="stop",
+            help="a step whose loss or gradients are NaN/inf: stop the run (default), skip the step, or roll back "
+            "to last.ckpt",
+        )
+        parser.add_argument("--nonfinite_max_skipped", type=int, default=10, help="skips/rollbacks before stopping")
 
     def before_instantiate_classes(self) -> None:
         config = self.config[self.subcommand] if self.subcommand else self.config
@@ -50,25 +92,51 @@ class MedclCLI(LightningCLI):
         root = Path(config.trainer.default_root_dir or ".")
         if not config.checkpoint.dirpath:
             config.checkpoint.dirpath = str(root / "checkpoints")
+        checkpoints = Path(config.checkpoint.dirpath)
         # last.ckpt belongs to the dedicated callback below; a second writer would produce last-v1.ckpt.
         config.checkpoint.save_last = False
         self.trainer_defaults["callbacks"] = [
-            MLflowRunFile(config.checkpoint.dirpath),
+            MLflowRunFile(checkpoints),
             ModelCheckpoint(
-                dirpath=config.checkpoint.dirpath,
+                dirpath=checkpoints,
                 save_top_k=0,
                 save_last=True,
                 every_n_train_steps=config.last_checkpoint_every_n_steps,
             ),
+            NonFiniteGuard(config.nonfinite, config.nonfinite_max_skipped, str(checkpoints)),
         ]
+        self.trainer_defaults["plugins"] = [AtomicCheckpointIO()]
+        if config.trainer.logger in (None, True):
+            config.trainer.logger = Namespace(class_path="medcl.tracking.MedclMLFlowLogger", init_args=Namespace())
         logger = config.trainer.logger
-        if logger in (None, True):
-            config.trainer.logger = logger = {"class_path": "medcl.tracking.MedclMLFlowLogger", "init_args": {}}
+        medcl_logger = isinstance(logger, Namespace) and str(logger.get("class_path", "")).endswith("MedclMLFlowLogger")
+        if medcl_logger:
+            check_reachable(logger.init_args.get("tracking_uri") or default_tracking_uri())
+            if not logger.init_args.get("spool"):
+                logger.init_args.spool = str(checkpoints / SPOOL_FILE)
         if self.subcommand == "fit" and config.get("ckpt_path"):
-            run_id = run_id_for_resume(config.checkpoint.dirpath)
-            if run_id and getattr(logger, "init_args", None) is not None:
+            config.ckpt_path = resume_path(str(config.ckpt_path), checkpoints)
+            run_id = run_id_for_resume(checkpoints) if config.ckpt_path else None
+            if run_id and medcl_logger:
                 log.info("resuming MLflow run %s", run_id)
                 logger.init_args.run_id = run_id
+
+
+def resume_path(ckpt_path: str, checkpoints: Path) -> str | None:
+    """``--ckpt_path`` for fit: ``last`` must exist (an error, not a silent fresh start), ``last-if-present`` resumes
+    when there is one; a checkpoint that cannot be read is named before training starts."""
+    if ckpt_path in ("last", "last-if-present"):
+        last = checkpoints / "last.ckpt"
+        if not last.is_file():
+            if ckpt_path == "last-if-present":
+                return None
+            raise ConfigError(
+                f"--ckpt_path last: nothing to resume in {checkpoints}; start without --ckpt_path, or pass "
+                "--ckpt_path last-if-present to resume only when a checkpoint exists"
+            )
+        ckpt_path = str(last)
+    read_checkpoint(ckpt_path)  # a truncated or foreign file is one clear error here, not a traceback later
+    return ckpt_path
 
 
 def lightning_main(args: list[str], run: bool = True) -> MedclCLI:
@@ -85,7 +153,7 @@ def lightning_main(args: list[str], run: bool = True) -> MedclCLI:
             save_config_callback=MLflowSaveConfigCallback,
             save_config_kwargs={"overwrite": True},
             trainer_defaults={"logger": {"class_path": f"{MedclMLFlowLogger.__module__}.MedclMLFlowLogger"}},
-            parser_kwargs={"exit_on_error": False},
+            parser_kwargs={"exit_on_error": False, "formatter_class": _HelpFormatter, **SUBCOMMAND_HELP},
             args=args,
             run=run,
         )

@@ -27,6 +27,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "register": ("medcl.commands.register:main", "log a checkpoint or run as an MLflow model and move an alias"),
     "serve": ("medcl.commands.serve:main", "serve registered models over HTTP"),
     "export": ("medcl.commands.export:main", "export a segmentation checkpoint as a MONAI bundle"),
+    "sync": ("medcl.commands.sync:main", "upload metrics a run kept while its MLflow server was down"),
 }
 
 # Warnings users cannot act on: raised inside Lightning, MONAI, transformers or jsonargparse for choices medcl made.
@@ -42,6 +43,8 @@ QUIET_WARNINGS = (
     r".*The given NumPy array is not writable.*",
     r".*Please use the new API settings to control TF32.*",
 )
+# Their INFO/WARNING lines report optional codecs or accelerators the machine lacks ("nvImageCodec is not
+# available", "GPU available: False", the LitLogger tip): nothing to act on.
 QUIET_LOGGERS = ("monai.data.nvimgcodec_pydicom_plugin", "lightning.pytorch.utilities.rank_zero", "alembic")
 
 
@@ -50,10 +53,13 @@ def _quiet_environment() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     os.environ.setdefault("MLFLOW_ENABLE_TELEMETRY", "false")
+    # transformers' per-model "Loading weights" bars and advisory notes say nothing a user can act on.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     for pattern in QUIET_WARNINGS:
         warnings.filterwarnings("ignore", message=pattern)
     for name in QUIET_LOGGERS:
-        logging.getLogger(name).setLevel(logging.WARNING)
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def _configure_logging() -> None:

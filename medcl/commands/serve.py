@@ -7,14 +7,19 @@ curl -H "Authorization: Bearer $MEDCL_SERVE_TOKEN" -F file=@CT_small.dcm http://
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
 
+from medcl.commands.common import command_parser
 from medcl.errors import ConfigError
 
 TOKEN_ENV = "MEDCL_SERVE_TOKEN"
+EXAMPLES = (
+    "export MEDCL_SERVE_TOKEN=$(python -c 'import secrets; print(secrets.token_urlsafe(32))')",
+    "medcl serve --model models:/cxr-clip@champion --model models:/ct-seg@champion --host 0.0.0.0 --port 8000",
+    'curl -H "Authorization: Bearer $MEDCL_SERVE_TOKEN" -F file=@image.png http://localhost:8000/v1/embed',
+)
 
 
 def read_token(token_file: str | None) -> str | None:
@@ -31,12 +36,7 @@ def main(argv: list[str]) -> int:
     from medcl.data.uploads import ImageLimits
 
     defaults = ImageLimits()
-    parser = argparse.ArgumentParser(
-        prog="medcl serve",
-        description="Serve medcl models registered in MLflow over HTTP.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="example:\n" + "\n".join("  " + line for line in __doc__.strip().splitlines()[2:]),
-    )
+    parser = command_parser("serve", "Serve medcl models registered in MLflow over HTTP.", EXAMPLES)
     parser.add_argument("--model", action="append", required=True, help="MLflow model URI or folder (repeatable)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in containers)")
     parser.add_argument("--port", type=int, default=8000)

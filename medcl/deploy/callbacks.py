@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from medcl.deploy.mlflow_models import DEFAULT_ALIAS, LoggedModel, log_task_model
+from medcl.deploy.mlflow_models import DEFAULT_ALIAS, LoggedModel, Score, log_task_model, provenance_tags
 from medcl.errors import InvalidInputError
 from medcl.tasks.checkpoint import read_checkpoint
 from medcl.tracking import mlflow_logger
@@ -30,32 +30,40 @@ class LogBestModel(Callback):
     """At the end of fit, log the best checkpoint's weights as an MLflow model in the training run.
 
     Add to a config as ``trainer.callbacks: [{class_path: medcl.deploy.LogBestModel, init_args: {...}}]``.
-    With ``registered_name``, the model is also registered and ``alias`` (``champion``) points at it.
-    The best checkpoint is the one of the ``checkpoint`` section (the callback with a monitor); without one,
-    the final weights are logged.
+    With ``registered_name``, the model is also registered; ``alias`` (``champion``) moves to it only when its
+    monitored score beats the current holder's (``force`` moves it anyway). The best checkpoint is the one of the
+    ``checkpoint`` section (the callback with a monitor); without one, the final weights are logged, unscored.
+    Nothing is logged when training failed (an exception, e.g. a non-finite loss, ends fit before this runs).
     """
 
-    def __init__(self, registered_name: str | None = None, alias: str | None = DEFAULT_ALIAS) -> None:
+    def __init__(
+        self, registered_name: str | None = None, alias: str | None = DEFAULT_ALIAS, force: bool = False
+    ) -> None:
         self.registered_name = registered_name
         self.alias = alias
+        self.force = force
         self.logged: LoggedModel | None = None
 
     @staticmethod
-    def best_checkpoint(trainer: Trainer) -> str | None:
+    def best_checkpoint(trainer: Trainer) -> tuple[str | None, Score | None]:
+        """The monitored best checkpoint and its score, or (None, None) without a monitoring callback."""
         for callback in trainer.checkpoint_callbacks:
             if getattr(callback, "monitor", None) and getattr(callback, "best_model_path", ""):
-                return callback.best_model_path
-        return None
+                value = callback.best_model_score
+                score = Score(callback.monitor, float(value), callback.mode) if value is not None else None
+                return callback.best_model_path, score
+        return None, None
 
     def on_fit_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         logger = mlflow_logger(trainer)
         if logger is None or not trainer.is_global_zero:
             return
-        best = self.best_checkpoint(trainer)
+        best, score = self.best_checkpoint(trainer)
         current = {k: v.detach().clone() for k, v in pl_module.state_dict().items()} if best else None
         if best:
             load_checkpoint_weights(pl_module, best)
         data_hparams = dict(getattr(trainer.datamodule, "hparams", {}) or {})
+        tags = provenance_tags(logger.run_id, best or "final weights", data_hparams.get("manifest"))
         mlflow.set_tracking_uri(logger._tracking_uri)
         try:
             self.logged = log_task_model(
@@ -64,7 +72,9 @@ class LogBestModel(Callback):
                 run_id=logger.run_id,
                 registered_name=self.registered_name,
                 alias=self.alias,
-                tags={"medcl.checkpoint": Path(best).name if best else "final"},
+                tags={**tags, **(score.tags() if score else {})},
+                score=score,
+                force=self.force,
             )
         finally:
             if current is not None:

@@ -2,12 +2,15 @@
 
 :func:`log_task_model` turns any exportable task into its model kind (:mod:`medcl.deploy.image_text`,
 :mod:`~medcl.deploy.segmentation`, :mod:`~medcl.deploy.report`) and logs it with :func:`log_pyfunc`;
-:func:`register` adds a registry version and points an alias (``champion``) at it.
+:func:`register` adds a registry version, records where it came from (training run, checkpoint, fingerprint of the
+data manifest, the monitored score) and moves an alias (``champion``) to it only when its score beats the score of
+the version the alias points at now, or when forced: a worse or unscored model never silently replaces a champion.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import logging
 import tempfile
@@ -40,7 +43,48 @@ DEFAULT_ALIAS = "champion"
 class LoggedModel:
     model_uri: str
     run_id: str
-    registered: str | None = None  # models:/<name>@<alias> or models:/<name>/<version>
+    registered: str | None = None  # models:/<name>@<alias> when the alias moved to it, else models:/<name>/<version>
+
+
+@dataclass(frozen=True)
+class Score:
+    """A model's monitored validation metric (what its checkpoint callback selected it by)."""
+
+    metric: str
+    value: float
+    mode: str = "max"
+
+    def beats(self, other: Score) -> bool:
+        if (self.metric, self.mode) != (other.metric, other.mode):
+            return False  # not comparable: never promote on a different yardstick
+        return self.value > other.value if self.mode == "max" else self.value < other.value
+
+    def tags(self) -> dict[str, str]:
+        return {"medcl.metric": self.metric, "medcl.metric_value": repr(self.value), "medcl.metric_mode": self.mode}
+
+    @classmethod
+    def from_tags(cls, tags: Mapping[str, str]) -> Score | None:
+        if "medcl.metric" not in tags or "medcl.metric_value" not in tags:
+            return None
+        return cls(tags["medcl.metric"], float(tags["medcl.metric_value"]), tags.get("medcl.metric_mode", "max"))
+
+
+def file_fingerprint(path: str | Path | None) -> str | None:
+    """SHA-256 of a file (a data manifest), or None when there is no such file."""
+    if not path or not Path(path).is_file():
+        return None
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for block in iter(lambda: handle.read(2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def provenance_tags(run_id: str | None, checkpoint: str | Path | None, manifest: str | Path | None) -> dict[str, str]:
+    """What a registered version records about its origin (tags cannot hold None)."""
+    tags = {"medcl.training_run": run_id, "medcl.checkpoint": str(checkpoint) if checkpoint else None,
+            "medcl.manifest_sha256": file_fingerprint(manifest)}  # fmt: skip
+    return {k: v for k, v in tags.items() if v}
 
 
 def task_payload(task: LightningModule, data_hparams: Mapping[str, Any], workdir: Path) -> Payload:
@@ -84,6 +128,8 @@ def log_pyfunc(
     registered_name: str | None = None,
     alias: str | None = DEFAULT_ALIAS,
     tags: Mapping[str, str] | None = None,
+    score: Score | None = None,
+    force: bool = False,
 ) -> LoggedModel:
     """Log one pyfunc (in run ``run_id``, or the active/a new run); optionally register it and point ``alias`` at it.
 
@@ -123,18 +169,61 @@ def log_pyfunc(
             logged_run = mlflow.active_run().info.run_id
     result = LoggedModel(model_uri=info.model_uri, run_id=logged_run)
     if registered_name:
-        result.registered = register(info.model_uri, registered_name, alias=alias)
+        result.registered = register(info.model_uri, registered_name, alias=alias, score=score, force=force, tags=tags)
     return result
 
 
-def register(model_uri: str, name: str, *, alias: str | None = DEFAULT_ALIAS) -> str:
-    """Register ``model_uri`` as a new version of ``name`` and point ``alias`` at it; returns its models:/ URI."""
-    version = mlflow.register_model(model_uri, name)
+def register(
+    model_uri: str,
+    name: str,
+    *,
+    alias: str | None = DEFAULT_ALIAS,
+    score: Score | None = None,
+    force: bool = False,
+    tags: Mapping[str, str] | None = None,
+) -> str:
+    """Register ``model_uri`` as a new version of ``name`` (with ``tags`` and ``score``), then move ``alias`` to it
+    if ``force``, if no version holds the alias yet, or if ``score`` beats the alias holder's recorded score.
+
+    Returns ``models:/<name>@<alias>`` when the alias moved, else ``models:/<name>/<version>``.
+    """
+    client = mlflow.MlflowClient()
+    version = mlflow.register_model(model_uri, name, tags={**dict(tags or {}), **(score.tags() if score else {})})
     if not alias:
         return f"models:/{name}/{version.version}"
-    mlflow.MlflowClient().set_registered_model_alias(name, alias, version.version)
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+    except mlflow.exceptions.MlflowException:
+        holder = None
+    current = Score.from_tags(holder.tags) if holder is not None else None
+    if not (force or holder is None or (score is not None and current is not None and score.beats(current))):
+        held = f"{current.metric} {current.value:.4g}" if current else "no recorded score"
+        new = f"{score.metric} {score.value:.4g}" if score else "no score"
+        log.warning("%s@%s stays on version %s (%s); the new version %s has %s: pass --force to move it",
+                    name, alias, holder.version, held, version.version, new)  # fmt: skip
+        return f"models:/{name}/{version.version}"
+    client.set_registered_model_alias(name, alias, version.version)
     log.info("registered %s version %s as models:/%s@%s", model_uri, version.version, name, alias)
     return f"models:/{name}@{alias}"
+
+
+def checkpoint_score(checkpoint: Mapping[str, Any]) -> Score | None:
+    """The monitored score a Lightning checkpoint was saved with (its ModelCheckpoint state), if any."""
+    for key, state in (checkpoint.get("callbacks") or {}).items():
+        if not str(key).startswith("ModelCheckpoint") or not isinstance(state, Mapping) or not state.get("monitor"):
+            continue
+        value = state.get("current_score", state.get("best_model_score"))
+        if value is not None:
+            mode = "min" if "'mode': 'min'" in str(key) else "max"
+            return Score(str(state["monitor"]), float(value), mode)
+    return None
+
+
+def logged_model_score(model_uri: str) -> Score | None:
+    """The score recorded on a logged model (``models:/m-...``) by :class:`~medcl.deploy.LogBestModel`."""
+    if not model_uri.startswith("models:/m-"):
+        return None
+    return Score.from_tags(mlflow.get_logged_model(model_uri.removeprefix("models:/")).tags)
 
 
 def run_model_uri(run_id: str) -> str:

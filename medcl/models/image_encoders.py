@@ -15,6 +15,7 @@ from monai.networks import nets
 from torch import Tensor, nn
 
 from medcl.errors import ConfigError
+from medcl.models.hub import from_hub, random_init_config
 from medcl.models.outputs import EncoderOutput
 
 RESNET_LAYERS = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3]}
@@ -144,19 +145,13 @@ class HFVisionEncoder(nn.Module):
         image_std: Sequence[float] | None = None,
     ) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoModel
+        from transformers import AutoModel
 
         overrides = dict(config_overrides or {})
         if pretrained:
-            self.net = AutoModel.from_pretrained(name_or_path, **overrides)
+            self.net = from_hub("image model", AutoModel.from_pretrained, name_or_path, **overrides)
         else:
-            try:
-                config = AutoConfig.from_pretrained(name_or_path, **overrides)
-            except OSError:
-                if model_type is None:
-                    raise
-                config = AutoConfig.for_model(model_type, **overrides)
-            self.net = AutoModel.from_config(config)
+            self.net = AutoModel.from_config(random_init_config("image model", name_or_path, model_type, **overrides))
         if pool not in {"cls", "mean"}:
             raise ConfigError(f"pool must be 'cls' or 'mean', got {pool!r}")
         self.pool = pool

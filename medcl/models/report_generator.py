@@ -38,6 +38,7 @@ from medcl.data.text.labels import CHEXBERT_CLASS_CODES, CHEXPERT_LABELS
 from medcl.data.text.reports import ROLES
 from medcl.errors import ConfigError, InvalidInputError
 from medcl.models.factory import create_model, register_architecture
+from medcl.models.hub import from_hub, is_local, random_init_config
 from medcl.models.weights import load_matching_state_dict, read_state_dict
 
 log = logging.getLogger(__name__)
@@ -70,7 +71,7 @@ def load_tokenizer(name_or_path: str) -> Any:
     if name_or_path in OFFLINE_TOKENIZERS and not Path(source).is_dir():
         raise ConfigError(f"offline tokenizer {name_or_path!r} missing at {source}; rebuild: "
                           "python scripts/train_report_tokenizer.py")  # fmt: skip
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    tokenizer = from_hub("decoder tokenizer", AutoTokenizer.from_pretrained, str(source))
     if tokenizer.eos_token is None:
         raise ConfigError(f"tokenizer {name_or_path!r} has no end-of-sequence token")
     if tokenizer.bos_token is None:
@@ -126,7 +127,7 @@ class ReportGenerator(nn.Module):
         finding_loss_weight: float = 1.0,
     ) -> None:
         super().__init__()
-        from transformers import AutoConfig, GPT2LMHeadModel
+        from transformers import GPT2LMHeadModel
 
         self.backbone = create_model(backbone, **(backbone_overrides or {}))
         if not hasattr(self.backbone, "image_encoder"):
@@ -134,14 +135,17 @@ class ReportGenerator(nn.Module):
         if checkpoint:
             self.load_backbone(checkpoint)
         spec = {"name_or_path": "distilgpt2", "pretrained": True, **(decoder or {})}
-        self.tokenizer = load_tokenizer(spec.get("tokenizer") or spec["name_or_path"])
+        tokenizer = spec.get("tokenizer") or spec["name_or_path"]
+        if not spec["pretrained"] and tokenizer not in OFFLINE_TOKENIZERS and not is_local(tokenizer, load_tokenizer):
+            log.info("decoder tokenizer %r is not local: random decoder with the offline cxr-bpe-synthetic", tokenizer)
+            tokenizer = "cxr-bpe-synthetic"
+        self.tokenizer = load_tokenizer(tokenizer)
         overrides = {**spec.get("config_overrides", {}), "add_cross_attention": True}
         if spec["pretrained"]:
-            self.decoder = GPT2LMHeadModel.from_pretrained(spec["name_or_path"], **overrides)
+            self.decoder = from_hub("decoder", GPT2LMHeadModel.from_pretrained, spec["name_or_path"], **overrides)
             self.pretrained_decoder = True
         else:
-            config = AutoConfig.for_model("gpt2", **overrides) if spec["name_or_path"] == "gpt2-random" else \
-                AutoConfig.from_pretrained(spec["name_or_path"], **overrides)  # fmt: skip
+            config = random_init_config("decoder", spec["name_or_path"], "gpt2", **overrides)
             config.vocab_size = len(self.tokenizer)
             config.bos_token_id = config.eos_token_id = self.tokenizer.eos_token_id
             config.pad_token_id = self.tokenizer.pad_token_id

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from medcl.errors import ConfigError
+from medcl.models.hub import from_hub, is_local, random_init_config
 from medcl.models.outputs import EncoderOutput
 
 OFFLINE_TEXT_MODEL = "minilm"
@@ -40,6 +41,8 @@ class HFTextEncoder(nn.Module):
     Args:
         name_or_path: ``"minilm"`` (offline default), a hub id or a local directory.
         pretrained: load weights; otherwise random init from the config (``config_overrides`` may shrink it).
+        model_type: with ``pretrained=False`` and no local config, build this architecture from its defaults
+            (e.g. ``"bert"``); the tokenizer is then the offline MiniLM one when the named one is not local.
         max_length: truncation length in tokens.
         pooling: ``"mean"`` over real tokens (sentence-transformers style) or ``"cls"``.
         trainable_layers: train only the top N transformer layers (None: all). Lower layers and embeddings stay
@@ -57,6 +60,7 @@ class HFTextEncoder(nn.Module):
         self,
         name_or_path: str = OFFLINE_TEXT_MODEL,
         pretrained: bool = True,
+        model_type: str | None = None,
         max_length: int = 128,
         pooling: str = "mean",
         trainable_layers: int | None = None,
@@ -75,9 +79,17 @@ class HFTextEncoder(nn.Module):
         overrides = dict(config_overrides or {})
         if num_hidden_layers is not None:
             overrides["num_hidden_layers"] = num_hidden_layers
-        config = AutoConfig.from_pretrained(source, **overrides)
-        self.tokenizer = AutoTokenizer.from_pretrained(source)
-        self.net = AutoModel.from_pretrained(source, config=config) if pretrained else AutoModel.from_config(config)
+        if pretrained:
+            config = from_hub("text model", AutoConfig.from_pretrained, source, **overrides)
+            self.tokenizer = from_hub("text tokenizer", AutoTokenizer.from_pretrained, source)
+            self.net = from_hub("text model", AutoModel.from_pretrained, source, config=config)
+        else:
+            local = is_local(source, AutoTokenizer.from_pretrained)
+            self.tokenizer = AutoTokenizer.from_pretrained(source if local else resolve_text_model(OFFLINE_TEXT_MODEL))
+            if not local:
+                overrides.setdefault("vocab_size", len(self.tokenizer))
+            config = random_init_config("text model", source, model_type, **overrides)
+            self.net = AutoModel.from_config(config)
         self.net.train()  # from_pretrained returns eval mode; the trainer owns train/eval switching
         added = self.tokenizer.add_special_tokens({"additional_special_tokens": list(special_tokens)})
         if added:

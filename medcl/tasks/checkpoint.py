@@ -1,4 +1,5 @@
-"""The one way a checkpoint becomes a task: :func:`load_task`.
+"""Checkpoints: the one way a checkpoint becomes a task (:func:`load_task`), and how they are written
+(:class:`AtomicCheckpointIO`).
 
 Every command, pipeline and export loads checkpoints through here. Checkpoints are untrusted input (downloaded,
 shared, or uploaded to a registry), so loading one never runs code from it:
@@ -8,12 +9,18 @@ shared, or uploaded to a registry), so loading one never runs code from it:
   a loss, the datamodule's class) must be on medcl's explicit allow-list of tasks, losses and datamodules, and the
   instantiator must be Lightning's own; anything else is refused with one sentence naming the file;
 * the task is then built with Lightning's ``load_from_checkpoint`` on the allow-listed class (``weights_only=True``).
+
+Writing is atomic: a checkpoint goes to a temporary file in the same folder, is flushed to disk (fsync) and renamed
+over the old one, so a run killed, or out of disk space, at any moment leaves the previous complete checkpoint.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import pickle
 import re
+import tempfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +28,7 @@ from typing import Any
 
 import torch
 from lightning.pytorch import LightningModule
+from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from medcl.errors import InvalidInputError
 from medcl.tasks import _EXPORTS as TASK_MODULES
@@ -158,3 +166,35 @@ def load_task(
         raise InvalidInputError(path, f"a {cls.__name__} checkpoint, but this command needs a {wanted}")
     task = cls.load_from_checkpoint(path, map_location=map_location, weights_only=True, **overrides)
     return LoadedTask(task, path, hparams, dict(checkpoint.get("datamodule_hyper_parameters") or {}))
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Lightning checkpoint I/O that never leaves a partial file under a checkpoint's name (see the module doc)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any | None = None) -> None:
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        write_atomically(checkpoint, Path(path))
+
+
+def write_atomically(payload: Any, path: Path) -> None:
+    """``torch.save(payload, path)`` through a fsynced temporary file renamed over ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f".{path.name}.*.partial"):  # left by a writer that was killed
+        stale.unlink(missing_ok=True)
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            torch.save(payload, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)  # the rename itself survives a power cut
+    finally:
+        os.close(folder)

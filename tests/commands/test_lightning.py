@@ -115,3 +115,21 @@ def test_killed_run_resumes_from_last_checkpoint_into_the_same_mlflow_run(synthe
     assert final_step > killed_step and len(epochs) >= 1
     artifacts = {a.path for a in client.list_artifacts(run_id)}
     assert any(a.startswith("config-resume-") for a in artifacts)  # the resumed invocation's config too
+
+
+def test_resuming_needs_a_checkpoint_unless_asked_to_resume_if_present(synthetic_cxr, tmp_path, monkeypatch, capsys):
+    from medcl.commands.main import main
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    args = tiny_args(synthetic_cxr["manifest"], tmp_path / "run", epochs=1)
+    assert main([*args, "--ckpt_path=last"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "--ckpt_path last: nothing to resume in" in error and "last-if-present" in error
+    assert not (tmp_path / "run" / "checkpoints" / "last.ckpt").exists()  # it did not train from scratch
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").write_bytes(b"PK\x03\x04 truncated")
+    assert main([*args, "--ckpt_path=last"]) == 2
+    assert "last.ckpt: not a readable checkpoint" in capsys.readouterr().err
+    (tmp_path / "run" / "checkpoints" / "last.ckpt").unlink()
+    assert main([*args, "--ckpt_path=last-if-present", "--trainer.limit_train_batches=2"]) == 0
+    assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()

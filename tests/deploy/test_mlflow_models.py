@@ -218,3 +218,35 @@ def test_segmentation_pyfunc_maps_labels_back_onto_the_input_geometry(tmp_path, 
     assert dice > 0.85
     with pytest.raises(InvalidInputError, match="expected a 3-D volume"):
         model.unwrap_python_model().segment(read_upload(example_png(), "x.png"))
+
+
+# -- promotion -------------------------------------------------------------------------------------------------------
+
+
+def test_the_alias_moves_only_to_a_better_model_or_when_forced(tmp_path, tracking):
+    from mlflow import MlflowClient
+
+    from medcl.deploy.image_text import ImageEmbedder
+    from medcl.deploy.mlflow_models import Score, register
+
+    image = {"type": "monai_resnet", "depth": 10, "widths": [4, 4, 8, 8], "in_channels": 1}
+    config = {"name": "tiny", "image": image, "embed_dim": 8, "image_size": 32, "classes": ["Edema"],
+              "logit_scale": 10.0}  # fmt: skip
+    prototypes = {"positive": torch.ones(1, 8) / 8**0.5, "negative": -torch.ones(1, 8) / 8**0.5}
+    payload = Payload("image_text", config, {"weights": ImageEmbedder(image, 8).state_dict(),
+                                             "prototypes": prototypes}, (example_png(32), "x.png"))  # fmt: skip
+    uri = log_pyfunc(payload).model_uri
+    client = MlflowClient(tracking)
+
+    def champion() -> str:
+        return str(client.get_model_version_by_alias("promo", "champion").version)
+
+    auc = "val/zeroshot_auroc_mean"
+    assert register(uri, "promo", score=Score(auc, 0.80)) == "models:/promo@champion"
+    assert register(uri, "promo", score=Score(auc, 0.75)) == "models:/promo/2" and champion() == "1"
+    assert register(uri, "promo") == "models:/promo/3" and champion() == "1"  # unscored never replaces a champion
+    assert register(uri, "promo", score=Score("val/loss", 0.1, "min")) == "models:/promo/4"  # another yardstick
+    assert register(uri, "promo", score=Score(auc, 0.85)) == "models:/promo@champion" and champion() == "5"
+    assert register(uri, "promo", score=Score(auc, 0.10), force=True) == "models:/promo@champion"
+    assert champion() == "6"
+    assert client.get_model_version("promo", "2").tags["medcl.metric_value"] == "0.75"

@@ -157,3 +157,63 @@ def test_medcl_serve_refuses_a_crafted_model_folder(tmp_path, capsys):
     assert code == 1
     assert "unknown medcl model kind 'os.system'" in capsys.readouterr().err
     assert not (tmp_path / "code-ran").exists()
+
+
+# -- writing ---------------------------------------------------------------------------------------------------------
+
+
+def test_a_full_disk_mid_write_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    import errno
+
+    from medcl.tasks import checkpoint as module
+
+    path = tmp_path / "last.ckpt"
+    module.write_atomically({"state_dict": {"w": torch.ones(3)}, "step": 1}, path)
+    real_save = torch.save
+
+    def full_disk(payload, handle, *args, **kwargs):
+        real_save(payload, handle, *args, **kwargs)
+        handle.truncate(100)  # half a file is on disk when the device fills up
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(module.torch, "save", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        module.write_atomically({"state_dict": {"w": torch.zeros(3)}, "step": 2}, path)
+    monkeypatch.setattr(module.torch, "save", real_save)
+    kept = torch.load(path, weights_only=True)
+    assert kept["step"] == 1 and torch.equal(kept["state_dict"]["w"], torch.ones(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]  # no partial file left behind
+
+
+WRITER = """
+import sys, torch
+from pathlib import Path
+from medcl.tasks.checkpoint import write_atomically
+path, step = Path(sys.argv[1]), 0
+while True:
+    step += 1
+    write_atomically({"state_dict": {"w": torch.full((2_000_000,), float(step))}, "step": step}, path)
+    print(step, flush=True)
+"""
+
+
+def test_sigkill_at_any_moment_leaves_a_loadable_checkpoint(tmp_path):
+    """A writer saving 8 MB checkpoints in a loop is killed at random moments (each mid-write or between writes);
+    every time, the checkpoint it leaves loads and is whole (all values equal its own step)."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "last.ckpt"
+    rng = random.Random(0)
+    for _ in range(4):
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, str(path)], stdout=subprocess.PIPE, text=True)
+        assert writer.stdout.readline()  # at least one complete checkpoint exists
+        time.sleep(rng.uniform(0.0, 0.3))
+        writer.send_signal(signal.SIGKILL)
+        writer.wait()
+        checkpoint = torch.load(path, weights_only=True)
+        values = checkpoint["state_dict"]["w"]
+        assert values.numel() == 2_000_000 and bool((values == checkpoint["step"]).all())
