@@ -104,8 +104,9 @@ def test_a_server_that_drops_mid_run_loses_no_metric(tmp_path, monkeypatch):
     try:
         logger = MedclMLFlowLogger("faults", tracking_uri=server.uri, retry_seconds=0.2, log_model=False)
         data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.randn(48, 2)), batch_size=4)
-        trainer = Trainer(max_steps=12, logger=logger, callbacks=[Outages(server, {3}, {6})], log_every_n_steps=1,
-                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+        outages = Outages(server, stop={3}, start={6})
+        quiet = {"enable_checkpointing": False, "enable_progress_bar": False, "enable_model_summary": False}
+        trainer = Trainer(max_steps=12, logger=logger, callbacks=[outages], log_every_n_steps=1, **quiet)
         trainer.fit(Toy(), data)
         client = MlflowClient(server.uri)
         assert sorted(m.step for m in client.get_metric_history(logger.run_id, "train/loss")) == list(range(12))
