@@ -83,26 +83,26 @@ class LoadGazeHeatmapd(MapTransform):
 
 
 class LoadGazeSentencesd(MapTransform):
-    """Stack the sentence heatmaps listed under ``key`` into one (M, W, H) map on the image's grid.
+    """Stack the sentence heatmaps listed under each key into one (M, W, H) map on the image's grid.
 
     Each map goes through :class:`LoadGazeHeatmap` (same axis convention and shape check as the full-reading map);
-    an item without sentences gets one zero channel (``<key without s>_count`` = 0). Used for CoGaze's sentence-level
-    gaze loss.
+    an item without sentences gets one zero channel. ``<key without its final s>_count`` records the number of
+    sentences (``gaze_sentence_count`` for ``gaze_sentences``). Used for CoGaze's sentence-level gaze loss.
     """
 
-    def __init__(self, key: str = "gaze_sentences", image_key: str = "image") -> None:
-        super().__init__(keys=[key])
-        self.key = key
+    def __init__(self, keys: KeysCollection = "gaze_sentences", image_key: str = "image") -> None:
+        super().__init__(keys, allow_missing_keys=True)
         self.image_key = image_key
         self.loader = LoadGazeHeatmap()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
         image = d[self.image_key]
-        sources = list(d.get(self.key) or [])
-        maps = [self.loader(source, image) for source in sources] or [self.loader(None, image)]
-        d[self.key] = torch.cat(maps, dim=0)  # a MetaTensor on the image's grid, like the full-reading map
-        d[f"{self.key.removesuffix('s')}_count"] = len(sources)
+        for key in self.keys:
+            sources = list(d.get(key) or [])
+            maps = [self.loader(source, image) for source in sources] or [self.loader(None, image)]
+            d[key] = torch.cat(maps, dim=0)  # a MetaTensor on the image's grid, like the full-reading map
+            d[f"{str(key).removesuffix('s')}_count"] = len(sources)
         return d
 
 
