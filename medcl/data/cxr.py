@@ -37,6 +37,7 @@ import torch
 from lightning.pytorch import LightningDataModule
 from monai import transforms as mt
 from monai.data import Dataset
+from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, default_collate
 
 from medcl.data.cache import in_memory_dataset, persistent_dataset
@@ -85,14 +86,12 @@ def cxr_collate(items: list[dict[str, Any]]) -> dict[str, Any]:
     ragged = [{k: item[k] for k in _RAGGED_KEYS if k in item} for item in items]
     batch = default_collate([{k: v for k, v in item.items() if k not in _RAGGED_KEYS} for item in items])
     if ragged and "gaze_sentences" in ragged[0]:
-        counts = [r["gaze_sentence_count"] for r in ragged]
-        longest = max(1, *counts)
-        first = ragged[0]["gaze_sentences"]
-        maps = torch.zeros((len(items), longest, *first.shape[1:]), dtype=first.dtype)
-        for i, r in enumerate(ragged):
-            maps[i, : counts[i]] = torch.as_tensor(r["gaze_sentences"])[: counts[i]]
+        # Each item holds max(count, 1) maps (one zero map when it has no sentence): zero-padding them to the
+        # longest gives (B, max(1, most sentences), S, S).
+        maps = pad_sequence([torch.as_tensor(r["gaze_sentences"]) for r in ragged], batch_first=True)
+        counts = torch.tensor([r["gaze_sentence_count"] for r in ragged])
         batch["gaze_sentences"] = maps
-        batch["gaze_sentence_mask"] = torch.arange(longest)[None, :] < torch.tensor(counts)[:, None]
+        batch["gaze_sentence_mask"] = torch.arange(maps.shape[1])[None, :] < counts[:, None]
         batch["gaze_sentence_text"] = [list(r["gaze_sentence_text"]) for r in ragged]
     return batch
 

@@ -93,12 +93,18 @@ def _read_npy(path: Path) -> tuple[np.ndarray, dict[str, Any]]:
         pixels = np.load(path, allow_pickle=False)
     except Exception as err:  # ValueError for pickled/object arrays, OSError/EOFError when truncated
         raise InvalidInputError(path, f"not a readable .npy array ({type(err).__name__}: {err})") from err
-    if pixels.ndim != 2 or pixels.dtype.kind not in "biuf":
-        raise InvalidInputError(path, f"expected a 2-D numeric (H, W) map, got shape {pixels.shape} {pixels.dtype}")
-    if not np.isfinite(pixels).all():
-        raise InvalidInputError(path, "array contains NaN or infinite values")
-    array = _stored_2d_to_channel_first(pixels)
+    array = map_to_channel_first(pixels, path)
     return array, _pixel_grid_meta(array.shape[1:], "npy")
+
+
+def map_to_channel_first(pixels: np.ndarray, source: object = None) -> np.ndarray:
+    """A 2-D (H, W) map in stored pixel order (a gaze heatmap, from a ``.npy`` file or in memory) -> float32
+    (1, W, H) on its image's grid; ``source`` names it in the error for a map that is not 2-D, numeric and finite."""
+    if pixels.ndim != 2 or pixels.dtype.kind not in "biuf":
+        raise InvalidInputError(source, f"expected a 2-D numeric (H, W) map, got shape {pixels.shape} {pixels.dtype}")
+    if not np.isfinite(pixels).all():
+        raise InvalidInputError(source, "array contains NaN or infinite values")
+    return _stored_2d_to_channel_first(pixels)
 
 
 def _read_nibabel(path: Path) -> tuple[np.ndarray, dict[str, Any]]:

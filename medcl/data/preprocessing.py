@@ -21,6 +21,11 @@ from typing import Any
 from monai import transforms as mt
 
 
+def interpolation_modes(keys: Sequence[str], mask_keys: Sequence[str], smooth: str) -> list[str]:
+    """Per-key interpolation: nearest neighbour for masks (labels stay labels), ``smooth`` for the rest."""
+    return ["nearest" if key in mask_keys else smooth for key in keys]
+
+
 class Above:
     """Foreground selector ``x > threshold``: picklable, unlike a lambda (worker processes, cache fingerprints)."""
 
@@ -71,7 +76,7 @@ class Preprocessing:
         keys = list(keys)
 
         def modes(smooth: str) -> list[str]:
-            return ["nearest" if key in mask_keys else smooth for key in keys]
+            return interpolation_modes(keys, mask_keys, smooth)
 
         image = keys[0]
         if self.spatial_dims == 2:

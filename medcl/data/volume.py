@@ -4,7 +4,7 @@ Every pipeline is ``deterministic preprocessing`` (load, RAS orientation, spacin
 crop, resize, label selection) followed by ``random sampling``: MONAI caches the first part (``cache="memory"``:
 RAM, ``"disk"``: :func:`medcl.data.cache.persistent_dataset` keyed on the transform parameters) and recomputes the
 second every step, so VoCo crops, SSL views and segmentation patches are new each epoch while NIfTI decoding and
-resampling happen once.
+resampling happen once. Both parts are built from :mod:`medcl.data.transforms`.
 
 Batches:
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,313 +34,24 @@ import pandas as pd
 import torch
 from lightning.pytorch import LightningDataModule
 from monai import transforms as mt
-from monai.config import KeysCollection
-from monai.data import DataLoader, Dataset, MetaTensor, list_data_collate
+from monai.data import DataLoader, Dataset, list_data_collate
 
 from medcl.data.cache import in_memory_dataset, persistent_dataset
 from medcl.data.manifest import read_manifest
-from medcl.data.preprocessing import Preprocessing
-from medcl.data.transforms import cxr_transforms, load_transforms
+from medcl.data.transforms import (
+    AxialSlabd,
+    PartitionSlicesd,
+    TwoViewsd,
+    VoCoCropsd,
+    cxr_transforms,
+    volume_preprocessing,
+)
 from medcl.errors import ConfigError, InvalidInputError
 
 log = logging.getLogger(__name__)
 
 CACHE_MODES = ("memory", "disk", "none")
 SYNTHETIC_KINDS = ("msd", "btcv")
-
-
-# -- deterministic preprocessing ----------------------------------------------------------------------------------
-class SelectLabelsd(mt.MapTransform):
-    """Keep label values ``values`` as 1..n (in that order) and set every other value to 0.
-
-    MONAI's MapLabelValued leaves unlisted values unchanged; a subset of BTCV's 13 organs needs the rest to be
-    background.
-    """
-
-    def __init__(self, keys: KeysCollection, values: Sequence[int]) -> None:
-        super().__init__(keys)
-        self.values = [int(v) for v in values]
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            label = d[key]
-            out = torch.zeros_like(label) if isinstance(label, torch.Tensor) else np.zeros_like(label)
-            for index, value in enumerate(self.values, start=1):
-                out[label == value] = index
-            d[key] = out
-        return d
-
-
-def volume_preprocessing(
-    *, label_key: str | None = None, label_values: Sequence[int] | None = None, **settings: Any
-) -> list[mt.Transform]:
-    """The cacheable part: load (medcl's reader), the 3-D :class:`~medcl.data.preprocessing.Preprocessing` of
-    ``settings`` (pixdim, intensity_range, crop_foreground, spatial_size) on the image and its label, and
-    ``label_values`` kept as classes 1..n."""
-    mask_keys = [label_key] if label_key else []
-    steps: list[mt.Transform] = list(load_transforms("image", mask_keys=mask_keys))
-    steps += Preprocessing(spatial_dims=3, **settings).transforms(["image", *mask_keys], mask_keys)
-    if label_key and label_values:
-        steps.append(SelectLabelsd(keys=label_key, values=label_values))
-    steps.append(mt.EnsureTyped(keys=["image", *mask_keys], dtype=torch.float32, track_meta=False))
-    return steps
-
-
-# -- random sampling ------------------------------------------------------------------------------------------
-def crop_augmentation(flip_prob: float = 0.2, rotate_prob: float = 0.2, shift_prob: float = 0.1) -> mt.Compose:
-    """VoCo's per-crop augmentation: flips on 3 axes, in-plane 90-degree rotations, intensity shift."""
-    return mt.Compose(
-        [
-            mt.RandFlip(prob=flip_prob, spatial_axis=0),
-            mt.RandFlip(prob=flip_prob, spatial_axis=1),
-            mt.RandFlip(prob=flip_prob, spatial_axis=2),
-            mt.RandRotate90(prob=rotate_prob, max_k=3, spatial_axes=(0, 1)),
-            mt.RandShiftIntensity(offsets=0.1, prob=shift_prob),
-        ]
-    )
-
-
-def overlap_labels(starts: np.ndarray, base_size: int, grid: Sequence[int]) -> np.ndarray:
-    """(R, gx * gy) fraction of each crop's in-plane area inside each base cell, row-major over (i, j).
-
-    ``starts`` (R, 2) are the crops' x, y start indices; crops and cells are ``base_size`` square, so a crop inside
-    the grid has labels summing to 1.
-    """
-    gx, gy = grid
-    cells = np.arange(max(gx, gy)) * base_size
-    ox = np.clip(
-        np.minimum(starts[:, :1] + base_size, cells[None, :gx] + base_size)
-        - np.maximum(starts[:, :1], cells[None, :gx]),
-        0,
-        None,
-    )
-    oy = np.clip(
-        np.minimum(starts[:, 1:] + base_size, cells[None, :gy] + base_size)
-        - np.maximum(starts[:, 1:], cells[None, :gy]),
-        0,
-        None,
-    )
-    return (ox[:, :, None] * oy[:, None, :]).reshape(len(starts), gx * gy).astype(np.float32) / base_size**2
-
-
-class VoCoCropsd(mt.Randomizable, mt.MapTransform):
-    """VoCo crops of a preprocessed volume (C, X, Y, Z) with X = gx * base_size and Y = gy * base_size.
-
-    Bases: the gx x gy in-plane grid of ``base_size`` squares, each spanning ``base_size`` voxels of depth around
-    the middle slice. Random crops: ``num_crops`` squares of the same size at uniformly drawn in-plane positions
-    inside the grid, same depth. Every crop is resized to ``roi_size``^3 (when different) and augmented
-    independently. Writes ``crops`` (R, C, r, r, r), ``bases`` (K, C, r, r, r) and ``overlap`` (R, K) and drops
-    the volume.
-    """
-
-    def __init__(
-        self,
-        keys: KeysCollection = "image",
-        grid: Sequence[int] = (4, 4),
-        base_size: int = 96,
-        roi_size: int = 64,
-        num_crops: int = 2,
-        augment: bool = True,
-    ) -> None:
-        super().__init__(keys)
-        if len(grid) != 2 or min(grid) < 1 or grid[0] * grid[1] < 2:
-            raise ConfigError(f"VoCo grid must be two sizes with at least 2 cells, got {list(grid)}")
-        if base_size < 2 or roi_size < 2 or num_crops < 1:
-            raise ConfigError("VoCo needs base_size >= 2, roi_size >= 2 and num_crops >= 1")
-        self.grid = tuple(int(g) for g in grid)
-        self.base_size, self.roi_size, self.num_crops = int(base_size), int(roi_size), int(num_crops)
-        self.augment = crop_augmentation() if augment else None
-        self.resize = mt.Resize(spatial_size=(self.roi_size,) * 3, mode="area")
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> VoCoCropsd:
-        super().set_random_state(seed, state)
-        if self.augment is not None:
-            self.augment.set_random_state(seed=int(self.R.randint(2**31)))
-        return self
-
-    def randomize(self, data: Any = None) -> np.ndarray:
-        gx, gy = self.grid
-        high = np.array([gx, gy]) * self.base_size - self.base_size
-        return np.floor(self.R.uniform(0, 1, size=(self.num_crops, 2)) * (high + 1)).astype(np.int64)
-
-    def _crop(self, volume: torch.Tensor, x: int, y: int) -> torch.Tensor:
-        b = self.base_size
-        depth = volume.shape[3]
-        z0 = max(0, (depth - b) // 2)
-        crop = volume[:, x : x + b, y : y + b, z0 : z0 + b]
-        if crop.shape[1:] != (self.roi_size,) * 3:
-            crop = self.resize(crop)
-        if self.augment is not None:
-            crop = self.augment(crop)
-        return torch.as_tensor(crop, dtype=torch.float32)
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        key = self.first_key(d)
-        volume = torch.as_tensor(d.pop(key))
-        gx, gy = self.grid
-        b = self.base_size
-        if volume.ndim != 4 or volume.shape[1] < gx * b or volume.shape[2] < gy * b:
-            raise InvalidInputError(
-                None,
-                f"VoCo needs a (C, X, Y, Z) volume with X >= {gx * b} and Y >= {gy * b}, got {tuple(volume.shape)}; "
-                "set the datamodule's spatial_size to (grid_x * base_size, grid_y * base_size, depth)",
-            )
-        starts = self.randomize()
-        bases = [self._crop(volume, i * b, j * b) for i in range(gx) for j in range(gy)]
-        crops = [self._crop(volume, int(x), int(y)) for x, y in starts]
-        d["bases"] = torch.stack(bases)
-        d["crops"] = torch.stack(crops)
-        d["overlap"] = torch.from_numpy(overlap_labels(starts, b, self.grid))
-        return d
-
-
-def view_augmentation(spatial_dims: int = 3) -> mt.Compose:
-    """SimCLR-style augmentation of one 3D crop: flips, in-plane rotation, intensity scale/shift, contrast, noise."""
-    return mt.Compose(
-        [
-            *(mt.RandFlip(prob=0.5, spatial_axis=axis) for axis in range(spatial_dims)),
-            mt.RandRotate90(prob=0.5, max_k=3, spatial_axes=(0, 1)),
-            mt.RandScaleIntensity(factors=0.2, prob=0.8),
-            mt.RandShiftIntensity(offsets=0.1, prob=0.8),
-            mt.RandAdjustContrast(prob=0.5, gamma=(0.7, 1.5)),
-            mt.RandGaussianNoise(prob=0.3, std=0.03),
-        ]
-    )
-
-
-class TwoViewsd(mt.Randomizable, mt.MapTransform):
-    """Two augmented ``roi_size`` crops from one random ``context_size`` region of the volume: ``view1``, ``view2``.
-
-    Cropping both views inside one region keeps them overlapping (semantic positives), as in SimCLR's crops; the
-    volume is padded when smaller than the region.
-    """
-
-    def __init__(self, keys: KeysCollection, roi_size: Sequence[int], context_size: Sequence[int]) -> None:
-        super().__init__(keys)
-        self.roi_size = tuple(int(r) for r in roi_size)
-        self.context_size = tuple(max(int(c), r) for c, r in zip(context_size, self.roi_size))
-        self.pad = mt.SpatialPad(spatial_size=self.context_size)
-        self.context = mt.RandSpatialCrop(roi_size=self.context_size, random_size=False)
-        self.crop = mt.RandSpatialCrop(roi_size=self.roi_size, random_size=False)
-        self.augment = view_augmentation(len(self.roi_size))
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> TwoViewsd:
-        super().set_random_state(seed, state)
-        for transform in (self.context, self.crop, self.augment):
-            transform.set_random_state(seed=int(self.R.randint(2**31)))
-        return self
-
-    def randomize(self, data: Any = None) -> None:
-        return None
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        region = self.context(self.pad(d.pop(self.first_key(d))))
-        for name in ("view1", "view2"):
-            d[name] = torch.as_tensor(self.augment(self.crop(region)), dtype=torch.float32)
-        return d
-
-
-def neighbour_slices(volume: torch.Tensor, centres: Sequence[int] | torch.Tensor, context: int) -> torch.Tensor:
-    """(C, X, Y, Z) volume -> (len(centres), C * (2k + 1), X, Y): each axial slice with its ``context`` = k
-    neighbours on either side stacked as channels (channel-major; indices clamped at the volume's ends). The one
-    layout of 2.5D inputs, shared by pretraining, slice-wise fine-tuning and slice-wise inference."""
-    volume = volume.as_tensor() if isinstance(volume, MetaTensor) else volume
-    depth = volume.shape[-1]
-    centres = torch.as_tensor(centres, dtype=torch.long, device=volume.device)
-    offsets = torch.arange(-context, context + 1, device=volume.device)
-    index = (centres[:, None] + offsets[None]).clamp(0, depth - 1)  # (N, 2k + 1)
-    slabs = volume[..., index]  # (C, X, Y, N, 2k + 1)
-    return slabs.permute(3, 0, 4, 1, 2).reshape(len(centres), -1, *volume.shape[1:3])
-
-
-class AxialSlabd(mt.MapTransform):
-    """A (C, X, Y, 2k + 1) crop centred on an axial slice -> 2D sample: ``image`` (C * (2k + 1), X, Y) in the layout
-    of :func:`neighbour_slices`, ``label`` the centre slice (1, X, Y). :class:`SegmentationDataModule` edge-pads the
-    volumes by k slices (image and label alike) before cropping, so edge slices get the clamped neighbours that
-    inference gives them."""
-
-    def __init__(self, keys: KeysCollection, label_key: str = "label", context: int = 0) -> None:
-        super().__init__(keys)
-        self.label_key, self.context = label_key, context
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            slab = torch.as_tensor(d[key])
-            if slab.shape[-1] != 2 * self.context + 1:
-                raise InvalidInputError(None, f"{key}: expected {2 * self.context + 1} slices, got {slab.shape[-1]}")
-            if key == self.label_key:
-                d[key] = slab[..., self.context]
-            else:
-                d[key] = neighbour_slices(slab, [self.context], self.context)[0]
-        return d
-
-
-class PartitionSlicesd(mt.Randomizable, mt.MapTransform):
-    """Chaitanya et al.'s sampling: split the volume (C, X, Y, Z) into ``partitions`` along z, draw one slice per
-    partition and make two views of each.
-
-    ``context`` > 0 stacks the 2k + 1 neighbouring slices as channels (2.5D; edges are clamped). With
-    ``spatial_augment`` the views also get a random crop-and-resize (global stage); without it only intensity
-    changes, so regions stay aligned between the views (local stage). Writes ``view1``/``view2`` (P, C', X, Y) and
-    ``partition`` (P,).
-    """
-
-    def __init__(
-        self, keys: KeysCollection, partitions: int = 4, context: int = 0, spatial_augment: bool = True
-    ) -> None:
-        super().__init__(keys)
-        if partitions < 1 or context < 0:
-            raise ConfigError(f"partitions must be >= 1 and context >= 0, got {partitions}, {context}")
-        self.partitions, self.context, self.spatial_augment = partitions, context, spatial_augment
-        self.intensity = mt.Compose(
-            [
-                mt.RandScaleIntensity(factors=0.3, prob=0.8),
-                mt.RandShiftIntensity(offsets=0.2, prob=0.8),
-                mt.RandAdjustContrast(prob=0.5, gamma=(0.7, 1.5)),
-            ]
-        )
-        self.spatial: mt.Compose | None = None
-
-    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> PartitionSlicesd:
-        super().set_random_state(seed, state)
-        self.intensity.set_random_state(seed=int(self.R.randint(2**31)))
-        return self
-
-    def randomize(self, data: Any = None) -> None:
-        return None
-
-    def _spatial(self, size: Sequence[int]) -> mt.Compose:
-        if self.spatial is None or tuple(self.spatial.transforms[-1].spatial_size) != tuple(size):
-            crop = [max(1, round(0.8 * s)) for s in size]
-            self.spatial = mt.Compose(
-                [mt.RandSpatialCrop(roi_size=crop, max_roi_size=list(size), random_size=True), mt.Resize(size)]
-            )
-            self.spatial.set_random_state(seed=int(self.R.randint(2**31)))
-        return self.spatial
-
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        volume = torch.as_tensor(d.pop(self.first_key(d)), dtype=torch.float32)
-        depth = volume.shape[-1]
-        if depth < self.partitions:
-            raise InvalidInputError(None, f"volume has {depth} slices, fewer than {self.partitions} partitions")
-        edges = np.linspace(0, depth, self.partitions + 1).round().astype(int)
-        views: dict[str, list[torch.Tensor]] = {"view1": [], "view2": []}
-        for p in range(self.partitions):
-            z = int(self.R.randint(edges[p], max(edges[p] + 1, edges[p + 1])))
-            slab = neighbour_slices(volume, [z], self.context)[0]  # (C * (2k+1), X, Y)
-            for name in views:
-                view = slab
-                if self.spatial_augment:
-                    view = self._spatial(slab.shape[1:])(view)
-                views[name].append(torch.as_tensor(self.intensity(view), dtype=torch.float32))
-        d.update({name: torch.stack(v) for name, v in views.items()})
-        d["partition"] = torch.arange(self.partitions)
-        return d
 
 
 # -- datamodules ----------------------------------------------------------------------------------------------

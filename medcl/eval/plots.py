@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch.nn.functional as F
 from matplotlib.figure import Figure
+from monai.visualize.utils import blend_images
 from torch import Tensor
 
 
@@ -36,6 +37,13 @@ def _patch_map(values: Tensor, size: tuple[int, int]) -> np.ndarray:
     return up.T.cpu().numpy()
 
 
+def heatmap_overlay(picture: np.ndarray, heatmap: np.ndarray, alpha: float = 0.45) -> np.ndarray:
+    """(H, W) picture and heatmap -> (H, W, 3) RGB: both min-max scaled, the heatmap's ``jet`` colours blended over
+    the grey picture at ``alpha`` everywhere (a zero weight is information too), by MONAI's ``blend_images``."""
+    rgb = blend_images(picture[None], heatmap[None], alpha=alpha, cmap="jet", transparent_background=False)
+    return np.moveaxis(rgb, 0, -1)
+
+
 def gaze_overlay_figure(
     image: Sequence[Tensor], sentence: Sequence[str], attention: Sequence[Tensor], gaze: Sequence[Tensor]
 ) -> Figure:
@@ -47,9 +55,10 @@ def gaze_overlay_figure(
         size = tuple(image[r].shape[1:])
         for c, (title, overlay) in enumerate((("image", None), ("gaze", gaze[r]), ("attention", attention[r]))):
             axis = axes[r, c]
-            axis.imshow(picture, cmap="gray")
-            if overlay is not None:
-                axis.imshow(_patch_map(overlay, size), cmap="jet", alpha=0.45)
+            if overlay is None:
+                axis.imshow(picture, cmap="gray")
+            else:
+                axis.imshow(heatmap_overlay(picture, _patch_map(overlay, size)))
             axis.set_title(title if c else sentence[r][:60], fontsize=8)
             axis.axis("off")
     figure.tight_layout()
@@ -121,6 +130,7 @@ __all__ = [
     "close",
     "embedding_map_figure",
     "gaze_overlay_figure",
+    "heatmap_overlay",
     "probe_curve_figure",
     "retrieval_examples_figure",
 ]

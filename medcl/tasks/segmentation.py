@@ -26,7 +26,7 @@ from monai.metrics import DiceMetric, HausdorffDistanceMetric
 from monai.networks.utils import one_hot
 from torch import Tensor
 
-from medcl.data.volume import neighbour_slices
+from medcl.data.transforms import NeighbourSlices
 from medcl.errors import ConfigError, InvalidInputError
 from medcl.models.volume import create_network, encoder_of, format_report, input_channels, load_encoder_weights
 from medcl.tasks.base import MedclTask
@@ -164,7 +164,7 @@ class Segmentation(MedclTask):
     def slice_logits(self, volumes: Tensor) -> Tensor:
         """(B, C, X, Y, Z) volumes -> (B, classes, X, Y, Z) from a 2D / 2.5D network: every axial slice with the
         neighbours it was trained with (k = (network input channels / C - 1) / 2, the layout of
-        :func:`medcl.data.volume.neighbour_slices`), sliding window in-plane."""
+        :class:`medcl.data.transforms.NeighbourSlices`), sliding window in-plane."""
         channels = input_channels(self.network)
         depth, remainder = divmod(channels, volumes.shape[1])
         if remainder or depth % 2 == 0:
@@ -172,8 +172,9 @@ class Segmentation(MedclTask):
                 None, f"network takes {channels} input channels, not 2k + 1 slices of {volumes.shape[1]} channel(s)"
             )
         outputs = []
+        stack = NeighbourSlices(depth // 2)
         for volume in volumes:
-            slices = neighbour_slices(volume, torch.arange(volume.shape[-1]), depth // 2)
+            slices = stack(volume)
             outputs.append(self._sliding_window(slices, self.hparams.roi_size).permute(1, 2, 3, 0))
         return torch.stack(outputs)
 
@@ -260,9 +261,24 @@ class Segmentation(MedclTask):
         return self.predict_logits(batch["image"]).argmax(dim=1, keepdim=True)
 
 
+def class_overlay(image: Tensor, label: Tensor, num_classes: int = 2, alpha: float = 0.5) -> Tensor:
+    """(X, Y) image and label map -> (3, X, Y) RGB (MONAI's ``blend_images``): the image in grey, min-max scaled;
+    each class c >= 1 blended in at ``alpha`` with colour c of matplotlib's ``tab10`` (``tab20`` beyond 10 classes,
+    e.g. BTCV's 13 organs), the same colour for a class in every figure; background untouched."""
+    from monai.transforms.utils import rescale_array
+    from monai.visualize.utils import blend_images
+
+    colours = 10 if num_classes - 1 <= 10 else 20
+    # tabN maps [0, 1] onto its N colours in equal bins: class c -> the middle of bin (c - 1) mod N. Background stays
+    # 0, which blend_images leaves transparent.
+    value = torch.where(label > 0, ((label.float() - 1) % colours + 0.5) / colours, 0.0)
+    grey = rescale_array(image.float()[None], 0.0, 1.0)
+    return blend_images(grey, value[None], alpha=alpha, cmap=f"tab{colours}", rescale_arrays=False)
+
+
 def overlay_figure(image: Tensor, label: Tensor, prediction: Tensor, num_classes: int = 2, title: str = "") -> Any:
-    """Image, label overlay and prediction overlay on the axial slice with the most labelled voxels (3D) or the
-    image itself (2D)."""
+    """Image, label overlay and prediction overlay (:func:`class_overlay`) on the axial slice with the most labelled
+    voxels (3D) or the image itself (2D)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -272,15 +288,10 @@ def overlay_figure(image: Tensor, label: Tensor, prediction: Tensor, num_classes
         z = int((label > 0).flatten(0, 1).sum(0).argmax())
         image, label, prediction = image[..., z], label[..., z], prediction[..., z]
     figure, axes = plt.subplots(1, 3, figsize=(9, 3.4))
-    # One saturated colour per class (same colour for a class in label and prediction), background transparent.
-    colours = matplotlib.colors.ListedColormap(plt.get_cmap("tab10").colors[: max(num_classes - 1, 1)])
-    for axis, overlay, name in zip(axes, (None, label, prediction), ("image", "label", "prediction")):
-        axis.imshow(image.T.numpy(), cmap="gray", origin="lower")
-        if overlay is not None:
-            masked = torch.where(overlay > 0, overlay.float(), torch.nan)
-            axis.imshow(
-                masked.T.numpy(), cmap=colours, vmin=0.5, vmax=max(num_classes - 1, 1) + 0.5, alpha=0.5, origin="lower"
-            )
+    axes[0].imshow(image.T.numpy(), cmap="gray", origin="lower")
+    for axis, overlay in zip(axes[1:], (label, prediction)):
+        axis.imshow(class_overlay(image, overlay, num_classes).permute(2, 1, 0).numpy(), origin="lower")
+    for axis, name in zip(axes, ("image", "label", "prediction")):
         axis.set_title(name)
         axis.axis("off")
     figure.suptitle(title)

@@ -2,21 +2,25 @@
 
 * :class:`SimCLR3DPretraining`: two augmented crops of a volume region, MLP projection, NT-Xent.
 * :class:`SwinSSLPretraining` (Tang et al., CVPR 2022, the MONAI SwinUNETR pretraining): each view is rotated by a
-  random multiple of 90 degrees in-plane and has random blocks cut out; the encoder then predicts the rotation
-  (4-way), contrasts the two views (NT-Xent, temperature 0.5) and reconstructs the uncut rotated view (L1) from its
-  deepest features. Loss = rotation + contrastive + reconstruction. (MONAI's original script uses transforms
-  removed in MONAI 1.3; this is a re-implementation on current MONAI.)
+  random multiple of 90 degrees in-plane and has random blocks cut out (MONAI's ``RandCoarseDropout``); the encoder
+  then predicts the rotation (4-way), contrasts the two views (NT-Xent, temperature 0.5) and reconstructs the uncut
+  rotated view (L1) from its deepest features. Loss = rotation + contrastive + reconstruction. (MONAI's original
+  script uses transforms removed in MONAI 1.3; this is a re-implementation on current MONAI.)
 
 Both train on :class:`medcl.data.volume.VolumeViewsDataModule` batches (``view1``, ``view2``).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from monai.transforms import RandCoarseDropout
+from monai.utils import convert_to_tensor
 from torch import Tensor, nn
 
 from medcl.losses import NTXentLoss
@@ -63,13 +67,49 @@ def rotate_in_plane(volumes: Tensor, turns: Tensor) -> Tensor:
     return torch.stack([torch.rot90(v, int(k), dims=(1, 2)) for v, k in zip(volumes, turns)])
 
 
+@functools.lru_cache(maxsize=64)
+def holes_for_fraction(size: tuple[int, ...], block: int, fraction: float) -> int:
+    """How many ``block``-sided holes :class:`monai.transforms.RandCoarseDropout` must drop for their union to cover
+    ``fraction`` of a ``size`` volume on average (at least 1).
+
+    It places each hole uniformly among the positions inside the volume, so holes overlap and voxels near the border
+    are hit less often than inner ones: with p the chance that one hole covers a voxel (a product over the axes),
+    n holes cover 1 - mean((1 - p)^n) of the volume; n is the count nearest ``fraction``.
+    """
+    per_axis = []
+    for length in size:
+        side = min(block, length)
+        x = np.arange(length)
+        covering_starts = np.minimum(x, length - side) - np.maximum(x - side + 1, 0) + 1
+        per_axis.append(covering_starts / (length - side + 1))
+    p, voxels = np.unique(functools.reduce(np.multiply.outer, per_axis), return_counts=True)
+
+    def covered(holes: int) -> float:
+        return 1.0 - float(np.sum(voxels * (1.0 - p) ** holes)) / voxels.sum()
+
+    low, high = 1, 1
+    while covered(high) < fraction:
+        low, high = high, 2 * high
+    while high - low > 1:  # smallest count reaching the fraction lies in (low, high]
+        middle = (low + high) // 2
+        low, high = (middle, high) if covered(middle) < fraction else (low, middle)
+    return min((low, high), key=lambda holes: abs(covered(holes) - fraction))
+
+
 def cut_out(volumes: Tensor, fraction: float, block: int, generator: torch.Generator | None = None) -> Tensor:
-    """Zero random ``block``^3 cubes (aligned to a block grid) covering about ``fraction`` of each volume."""
-    batch, _, *size = volumes.shape
-    grid = [max(1, s // block) for s in size]
-    keep = torch.rand((batch, 1, *grid), generator=generator, device=volumes.device) >= fraction
-    mask = F.interpolate(keep.float(), size=size, mode="nearest")
-    return volumes * mask
+    """Zero random ``block``^3 cubes covering about ``fraction`` of each (C, X, Y, Z) volume, all channels alike
+    (MONAI's ``RandCoarseDropout``; a new draw per volume, seeded from ``generator`` or torch's global RNG)."""
+    if fraction <= 0.0:
+        return volumes
+    _, _, *size = volumes.shape
+    holes = holes_for_fraction(tuple(size), int(block), float(fraction))
+    dropout = RandCoarseDropout(holes=holes, spatial_size=block, fill_value=0.0, prob=1.0)
+    dropout.set_random_state(seed=int(torch.randint(2**31, (), generator=generator)))
+    # Boolean keep-masks are drawn on the CPU (RandCoarseDropout works in numpy; its per-hole Python loop took about
+    # 10 ms per 96^3 volume at the recipe's 30% in 8^3 blocks, 634 holes, on one core) and multiplied in, so the
+    # volumes, on any device, stay untouched: the uncut views are the reconstruction target.
+    masks = [convert_to_tensor(dropout(torch.ones(1, *size, dtype=torch.bool)), track_meta=False) for _ in volumes]
+    return volumes * torch.stack(masks).to(volumes.device)
 
 
 class SwinSSLPretraining(EncoderPretraining):

@@ -15,7 +15,7 @@ from torch import nn
 from medcl.commands.main import main
 from medcl.errors import ConfigError, InvalidInputError
 from medcl.models.image_encoders import MonaiResNetEncoder
-from medcl.tasks.segmentation import Segmentation, overlay_figure
+from medcl.tasks.segmentation import Segmentation, class_overlay, overlay_figure
 from medcl.tasks.voco import VoCoPretraining
 
 torch.set_num_threads(1)
@@ -116,6 +116,24 @@ def test_2d_segmentation_from_the_cxr_image_tower(tmp_path):
     assert logits.shape == (1, 2, 64, 64)
     figure = overlay_figure(torch.rand(64, 64), torch.zeros(64, 64), torch.ones(64, 64), num_classes=2)
     assert len(figure.axes) == 3
+
+
+def test_class_overlay_blends_one_fixed_colour_per_class_over_the_grey_image():
+    import matplotlib
+
+    image = torch.linspace(-1.0, 3.0, 48).view(8, 6)
+    label = torch.zeros(8, 6)
+    label[1, 2], label[4, 4], label[6, 0] = 1, 2, 11
+    grey = (image - image.min()) / (image.max() - image.min())
+    rgb = class_overlay(image, label, num_classes=3)
+    assert rgb.shape == (3, 8, 6)
+    background = label == 0
+    assert torch.equal(rgb[:, background], grey[background].expand(3, -1))  # background: the image itself
+    tab10 = torch.tensor(matplotlib.colormaps["tab10"].colors, dtype=torch.float32)
+    for (x, y), colour in (((1, 2), tab10[0]), ((4, 4), tab10[1]), ((6, 0), tab10[0])):  # 11 wraps to colour 1
+        torch.testing.assert_close(rgb[:, x, y], 0.5 * grey[x, y] + 0.5 * colour)
+    tab20 = torch.tensor(matplotlib.colormaps["tab20"].colors, dtype=torch.float32)
+    torch.testing.assert_close(class_overlay(image, label, num_classes=14)[:, 6, 0], 0.5 * grey[6, 0] + 0.5 * tab20[10])
 
 
 @pytest.mark.parametrize(

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import copy
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from medcl.models.heads import ProjectionHead
 from medcl.models.volume import create_network, load_encoder_weights
 from medcl.tasks.chaitanya import ChaitanyaPretraining
-from medcl.tasks.ssl3d import SimCLR3DPretraining, SwinSSLPretraining, cut_out, rotate_in_plane
+from medcl.tasks.ssl3d import SimCLR3DPretraining, SwinSSLPretraining, cut_out, holes_for_fraction, rotate_in_plane
 from medcl.tasks.voco import VoCoPretraining
 
 torch.set_num_threads(1)
@@ -84,6 +86,40 @@ def test_rotation_and_cutout_helpers():
     generator = torch.Generator().manual_seed(0)
     cut = cut_out(torch.ones(4, 1, 16, 16, 16), fraction=0.5, block=4, generator=generator)
     assert 0.3 < float((cut == 0).float().mean()) < 0.7
+
+
+def test_cutout_zeroes_whole_blocks_covering_the_fraction_independently_per_volume():
+    """SwinUNETR-SSL's inpainting input: block^3 cubes zeroed over about ``fraction`` of every volume (all channels
+    alike), a different pattern per volume, the input itself left intact (it is the reconstruction target)."""
+    volumes = torch.rand(8, 2, 32, 32, 32) + 0.1  # no zeros of its own
+    original = volumes.clone()
+    cut = cut_out(volumes, fraction=0.3, block=4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(volumes, original)
+    zero = (cut == 0).float()
+    assert torch.equal(zero[:, 0], zero[:, 1])  # channels share the holes
+    assert torch.equal(cut[zero == 0], volumes[zero == 0])  # the rest is untouched
+    fractions = zero.mean(dim=(1, 2, 3, 4))
+    assert float((fractions - 0.3).abs().max()) < 0.04 and abs(float(fractions.mean()) - 0.3) < 0.015
+    masks = zero[:, 0].flatten(1)
+    assert all(not torch.equal(masks[i], masks[j]) for i in range(8) for j in range(i))  # one draw per volume
+    # Every zero voxel lies in a fully zeroed 4^3 cube: the holes are whole blocks, not scattered voxels.
+    whole = -F.max_pool3d(-zero[:, :1], 4, stride=1)  # 1 where the cube starting at that voxel is all zero
+    assert torch.equal(F.max_pool3d(F.pad(whole, (3, 3) * 3), 4, stride=1), zero[:, :1])
+    again = cut_out(volumes, fraction=0.3, block=4, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(again, cut) and torch.equal(cut_out(volumes, 0.0, 4), volumes)
+
+
+def test_hole_count_matches_the_coverage_of_random_holes():
+    holes = holes_for_fraction((24, 20, 16), 4, 0.3)
+    rng = np.random.default_rng(0)
+    covered = []
+    for _ in range(200):  # holes placed as RandCoarseDropout places them: uniform over the positions inside
+        mask = np.zeros((24, 20, 16), bool)
+        for x, y, z in rng.integers(0, [21, 17, 13], size=(holes, 3)):
+            mask[x : x + 4, y : y + 4, z : z + 4] = True
+        covered.append(mask.mean())
+    assert abs(np.mean(covered) - 0.3) < 0.01
+    assert holes_for_fraction((4, 4, 4), 8, 0.3) == 1  # a block larger than the volume still makes one hole
 
 
 @pytest.mark.parametrize("task_class", [SimCLR3DPretraining, SwinSSLPretraining])
