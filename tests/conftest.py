@@ -26,13 +26,15 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def synthetic_cxr(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A small synthetic MIMIC-CXR-JPG tree and its manifest, made once per test session."""
+    """A small synthetic MIMIC-CXR-JPG tree and its manifest, made once per test session as a user would make
+    them: ``medcl data synth mimic-cxr``, then ``medcl data prepare mimic-cxr``."""
+    from medcl.commands.data import synthesize
     from medcl.data.prepare import prepare
-    from medcl.data.synthetic.cxr import generate_mimic_cxr
 
     base = tmp_path_factory.mktemp("synthetic-cxr")
-    root = base / "mimic-cxr-jpg"
-    generate_mimic_cxr(root, n_subjects=40, seed=1, image_size=96, split_fractions=(0.6, 0.2, 0.2))
+    root = synthesize(
+        "mimic-cxr", base / "mimic-cxr-jpg", n_subjects=40, seed=1, image_size=96, split_fractions=(0.6, 0.2, 0.2)
+    )
     manifest = prepare("mimic-cxr", root, base / "manifest.csv", workers=1, progress=False).manifest
     return {"root": str(root), "manifest": str(manifest)}
 

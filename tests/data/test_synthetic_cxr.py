@@ -13,8 +13,8 @@ import pytest
 from PIL import Image
 from scipy.ndimage import binary_erosion
 
-from medcl.data.synthetic._render import Finding, Pose, render
-from medcl.data.synthetic.cxr import METADATA_COLUMNS, TRUTH_COLUMNS, generate_mimic_cxr, plant_bad_files
+from medcl.data.synthetic.mimic_cxr import METADATA_COLUMNS, TRUTH_COLUMNS, generate_mimic_cxr, plant_bad_files
+from medcl.data.synthetic.radiograph import Finding, Pose, render
 from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.data.text.reports import parse_report
 
