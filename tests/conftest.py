@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -37,6 +40,20 @@ def synthetic_cxr(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     )
     manifest = prepare("mimic-cxr", root, base / "manifest.csv", workers=1, progress=False).manifest
     return {"root": str(root), "manifest": str(manifest)}
+
+
+@pytest.fixture
+def tree_digest() -> Callable[[Path], str]:
+    """SHA-256 over every file of a tree (relative path and bytes): two trees are byte-identical iff equal."""
+
+    def digest(root: Path) -> str:
+        sha = hashlib.sha256()
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            sha.update(path.relative_to(root).as_posix().encode())
+            sha.update(path.read_bytes())
+        return sha.hexdigest()
+
+    return digest
 
 
 @pytest.fixture(autouse=True)

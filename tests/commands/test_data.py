@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 from pathlib import Path
 
@@ -29,14 +28,6 @@ TINY = {
     "totalsegmentator": ["n_cases=2", "shape=[16, 16, 12]"],
     "acdc": ["n_train=3", "n_test=1", "shape=[16, 16, 4]", "n_frames=4"],
 }
-
-
-def _digest(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
 
 
 def _synth(dataset: str, out: Path, *extra: str) -> int:
@@ -83,14 +74,14 @@ def test_unknown_dataset_and_missing_mimic_root_are_config_errors(tmp_path: Path
 
 @pytest.mark.parametrize("dataset", sorted(SYNTHESISERS))
 def test_synth_writes_a_reproducible_tree_its_adapter_prepares_cleanly(
-    dataset: str, mimic_tree: Path, tmp_path: Path
+    dataset: str, mimic_tree: Path, tmp_path: Path, tree_digest
 ) -> None:
     """`medcl data synth <dataset> --out <dir>` then `medcl data prepare <dataset> --root <dir>`: the documented
     try-out path works for every dataset, byte-identical for one seed, with nothing quarantined."""
     mimic = [f"mimic_root={mimic_tree}"] if SYNTHESISERS[dataset].annotates_mimic else []
     assert _synth(dataset, tmp_path / "a", *mimic) == 0
     assert _synth(dataset, tmp_path / "b", *mimic) == 0
-    assert _digest(tmp_path / "a") == _digest(tmp_path / "b")
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
     options = {"mimic_root": str(mimic_tree)} if mimic else {}
     result = prepare(dataset, tmp_path / "a", tmp_path / "manifest.csv", workers=1, progress=False, **options)
     assert result.counts["quarantined"] == 0, (tmp_path / "quarantine.csv").read_text()

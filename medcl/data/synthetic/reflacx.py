@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+# Dataset facts (the metadata columns) live with the adapter that reads the real data.
+from medcl.data.adapters.reflacx import METADATA_COLUMNS
 from medcl.data.synthetic.gaze_reading import Dictation, Image, dictate, mimic_images, write_csv
 
 REFLACX_SCREEN = (1440, 2560)
@@ -99,17 +101,7 @@ def generate_reflacx(mimic_root: str | Path, out_root: str | Path, *, n_images: 
             metadata[phase].append(_write_reading(out_root, reading_id, image, phase, discarded, rng))
     for phase, rows in metadata.items():
         labels = REFLACX_LABELS_PHASE_1 if phase == 1 else REFLACX_LABELS_PHASE_2_3
-        columns = [
-            "id",
-            "split",
-            "eye_tracking_data_discarded",
-            "image",
-            "dicom_id",
-            "subject_id",
-            "image_size_x",
-            "image_size_y",
-            *sorted([*labels, "Other"]),
-        ]
+        columns = [*METADATA_COLUMNS, *sorted([*labels, "Other"])]
         write_csv(
             pd.DataFrame(rows, columns=columns), out_root / "main_data" / f"metadata_phase_{phase}.csv", crlf=True
         )
