@@ -62,6 +62,8 @@ _HEDGEABLE = (
 
 @dataclass(frozen=True)
 class ImagePlan:
+    """One image of a study: its id, ViewPosition, patient orientation and whether its DICOM is stored inverted."""
+
     dicom_id: str
     view: str
     orientation: str
@@ -70,6 +72,9 @@ class ImagePlan:
 
 @dataclass(frozen=True)
 class StudyPlan:
+    """One study, decided before any pixel: ids, split, date and time, its images, the findings drawn into every
+    image, the subject's anatomy, the report and the CheXpert codes of its labelled section."""
+
     subject_id: int
     study_id: int
     split: str
@@ -321,6 +326,7 @@ def _study_time(rng: np.random.Generator) -> float:
 def plan_studies(
     n_subjects: int, seed: int, split_fractions: Sequence[float], monochrome1_fraction: float
 ) -> list[StudyPlan]:
+    """Every study of ``n_subjects`` patients (1-4 studies each), patient-disjoint splits; one generator by seed."""
     rng = np.random.default_rng(seed)
     subject_ids = sorted(_unique_ids(rng, n_subjects, 10_000_000, 20_000_000))
     n_studies = 1 + rng.choice(4, size=n_subjects, p=[0.55, 0.25, 0.12, 0.08])

@@ -263,11 +263,6 @@ NORMAL_IMPRESSIONS = [
 NORMAL_LUNGS = ["The lungs are clear.", "Lungs are well expanded and clear.", "The lungs are clear bilaterally."]
 
 
-def negation(label: str, rng: np.random.Generator) -> Mention:
-    text, labels = NEGATIONS[label][int(rng.integers(len(NEGATIONS[label])))]
-    return Mention(text, dict(labels))
-
-
 # Reason-for-exam fragments, grouped by the findings they make more likely (correlated, never deterministic).
 INDICATIONS = {
     "chf": [
