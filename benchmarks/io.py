@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from medcl.data.cache import persistent_dataset
 from medcl.data.image_io import load_image
-from medcl.data.synthetic.dicom_series import write_dicom_series
+from medcl.data.synthetic.dicom_writer import write_dicom_series
 from medcl.data.transforms import volume_transforms
 
 

@@ -23,12 +23,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def reports(batch: int, batches: int) -> list[list[str]]:
+    from medcl.commands.data import synthesize
     from medcl.data.manifest import read_manifest
     from medcl.data.prepare import prepare
-    from medcl.data.synthetic.cxr import generate_mimic_cxr
 
     root = Path(tempfile.mkdtemp(prefix="medcl-text-cache-"))
-    generate_mimic_cxr(root / "mimic", n_subjects=max(20, batch * batches), seed=0, image_size=32)
+    synthesize("mimic-cxr", root / "mimic", n_subjects=max(20, batch * batches), seed=0, image_size=32)
     frame = read_manifest(prepare("mimic-cxr", root / "mimic", root / "manifest.csv", progress=False).manifest)
     texts = [t for t in frame["findings"].fillna("").tolist() if t]
     return [texts[i * batch : (i + 1) * batch] for i in range(batches) if len(texts) >= (i + 1) * batch]

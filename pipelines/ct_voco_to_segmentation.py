@@ -29,8 +29,8 @@ SEG_CONFIG = REPO / "configs" / "seg" / "unet-small.yaml"
 def prepare(ctx: StepContext) -> dict[str, Any]:
     import mlflow
 
+    from medcl.commands.data import synthesize
     from medcl.data.prepare import prepare as run_adapter
-    from medcl.data.synthetic.volume import generate_btcv
 
     root = ctx.folder / "btcv"
     size = (
@@ -39,8 +39,8 @@ def prepare(ctx: StepContext) -> dict[str, Any]:
         else {"n_train": 8, "n_test": 2, "shape": (96, 96, 64)}
     )
     with ctx.child_run() as run_id:
-        if not root.is_dir():
-            generate_btcv(root, seed=0, **size)
+        if not root.is_dir():  # `medcl data synth btcv`, then `medcl data prepare btcv`, as a user would
+            synthesize("btcv", root, seed=0, **size)
         result = run_adapter("btcv", root, ctx.folder / "manifest.csv", workers=1, progress=False)
         mlflow.log_params({f"synthetic.{k}": v for k, v in size.items()})
         mlflow.log_metrics({f"manifest/{k}": float(v) for k, v in result.counts.items()})

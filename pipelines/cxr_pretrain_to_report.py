@@ -33,14 +33,14 @@ SMOKE_BACKBONE = {"image": {"widths": [8, 8, 16, 16]}, "embed_dim": 32}
 def prepare(ctx: StepContext) -> dict[str, Any]:
     import mlflow
 
+    from medcl.commands.data import synthesize
     from medcl.data.prepare import prepare as run_adapter
-    from medcl.data.synthetic.cxr import generate_mimic_cxr
 
     root = ctx.folder / "mimic-cxr-jpg"
     size = {"n_subjects": 40, "image_size": 96} if ctx.smoke else {"n_subjects": 1000, "image_size": 256}
     with ctx.child_run() as run_id:
-        if not (root / "files").is_dir():
-            generate_mimic_cxr(root, seed=0, split_fractions=(0.6, 0.2, 0.2), **size)
+        if not (root / "files").is_dir():  # `medcl data synth mimic-cxr`, then `medcl data prepare mimic-cxr`
+            synthesize("mimic-cxr", root, seed=0, split_fractions=(0.6, 0.2, 0.2), **size)
         result = run_adapter("mimic-cxr", root, ctx.folder / "manifest.csv", workers=1, progress=False)
         mlflow.log_params({f"synthetic.{k}": v for k, v in size.items()})
         mlflow.log_metrics({f"manifest/{k}": float(v) for k, v in result.counts.items()})

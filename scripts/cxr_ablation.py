@@ -1,10 +1,11 @@
 """CoGaze ablation on the synthetic CXR benchmark: full vs no-gaze vs no-context vs ConVIRT, same data/steps/seeds.
 
-Context and gaze carry real signal there: indications are drawn from the findings (medcl.data.synthetic.cxr) and
-gaze fixations fall on the drawn lesions while each finding is dictated (medcl.data.synthetic.gaze). Every variant
-trains the same CPU-sized CoGaze model for the same number of steps on the same batches (one seed per repeat), then
-is tested on the held-out, patient-disjoint test split: zero-shot AUROC (prompt ensembles), image->text Recall@K and
-attention-vs-gaze agreement on the test images' gaze maps (never seen in training).
+Context and gaze carry real signal there: indications are drawn from the findings
+(medcl.data.synthetic.mimic_cxr_studies) and gaze fixations fall on the drawn lesions while each finding is dictated
+(medcl.data.synthetic.gaze_reading). Every variant trains the same CPU-sized CoGaze model for the same number of
+steps on the same batches (one seed per repeat), then is tested on the held-out, patient-disjoint test split:
+zero-shot AUROC (prompt ensembles), image->text Recall@K and attention-vs-gaze agreement on the test images' gaze maps
+(never seen in training).
 
     # data (about 5 min on 2 CPU cores)
     medcl data synth mimic-cxr --out abl/mimic --option n_subjects=400 --option seed=1 --option image_size=128 \\

@@ -32,8 +32,8 @@ import torch
 from lightning.pytorch import Callback, Trainer, seed_everything
 from scipy import stats
 
+from medcl.commands.data import synthesize
 from medcl.data.prepare import prepare
-from medcl.data.synthetic.volume import generate_btcv
 from medcl.data.volume import SegmentationDataModule, VoCoDataModule, VolumeViewsDataModule
 from medcl.tasks.segmentation import Segmentation
 from medcl.tasks.ssl3d import SimCLR3DPretraining
@@ -238,7 +238,7 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / "btcv.csv"
     if not manifest.is_file():
-        root = generate_btcv(out / "btcv", n_train=args.n_train, n_test=args.n_test, shape=(64, 64, 40), seed=0)
+        root = synthesize("btcv", out / "btcv", n_train=args.n_train, n_test=args.n_test, shape=(64, 64, 40), seed=0)
         prepare("btcv", root, manifest, progress=False, workers=1)
     overrides = {"features": args.features} if args.model.startswith("unet") else {}
     inits = {"scratch": None}

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -26,15 +29,31 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 @pytest.fixture(scope="session")
 def synthetic_cxr(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """A small synthetic MIMIC-CXR-JPG tree and its manifest, made once per test session."""
+    """A small synthetic MIMIC-CXR-JPG tree and its manifest, made once per test session as a user would make
+    them: ``medcl data synth mimic-cxr``, then ``medcl data prepare mimic-cxr``."""
+    from medcl.commands.data import synthesize
     from medcl.data.prepare import prepare
-    from medcl.data.synthetic.cxr import generate_mimic_cxr
 
     base = tmp_path_factory.mktemp("synthetic-cxr")
-    root = base / "mimic-cxr-jpg"
-    generate_mimic_cxr(root, n_subjects=40, seed=1, image_size=96, split_fractions=(0.6, 0.2, 0.2))
+    root = synthesize(
+        "mimic-cxr", base / "mimic-cxr-jpg", n_subjects=40, seed=1, image_size=96, split_fractions=(0.6, 0.2, 0.2)
+    )
     manifest = prepare("mimic-cxr", root, base / "manifest.csv", workers=1, progress=False).manifest
     return {"root": str(root), "manifest": str(manifest)}
+
+
+@pytest.fixture
+def tree_digest() -> Callable[[Path], str]:
+    """SHA-256 over every file of a tree (relative path and bytes): two trees are byte-identical iff equal."""
+
+    def digest(root: Path) -> str:
+        sha = hashlib.sha256()
+        for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            sha.update(path.relative_to(root).as_posix().encode())
+            sha.update(path.read_bytes())
+        return sha.hexdigest()
+
+    return digest
 
 
 @pytest.fixture(autouse=True)

@@ -9,7 +9,7 @@ import pydicom
 from medcl.commands.lightning import lightning_main
 from medcl.data.deid import scan_for_phi
 from medcl.data.prepare import prepare
-from medcl.data.synthetic.cxr import generate_mimic_cxr
+from medcl.data.synthetic.mimic_cxr import generate_mimic_cxr
 
 REPO = Path(__file__).resolve().parents[1]
 PHI_TAGS = {

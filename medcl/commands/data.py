@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import importlib
+import argparse
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from medcl.commands.common import command_parser
 from medcl.data.prepare import available_adapters, merge_manifests, prepare
+from medcl.data.synthetic import SYNTHESISERS
 from medcl.errors import ConfigError
 
 EXAMPLES = (
@@ -30,46 +32,33 @@ def _parse_options(pairs: list[str]) -> dict[str, Any]:
     return options
 
 
-# Gaze sets annotate an existing (synthetic) MIMIC-CXR tree: they take it as --option mimic_root=<dir>.
-NEEDS_MIMIC_ROOT = {"egd-cxr", "reflacx"}
-SYNTHESISERS = {
-    "mimic-cxr": "medcl.data.synthetic.cxr:generate_mimic_cxr",
-    "egd-cxr": "medcl.data.synthetic.gaze:write_egd_cxr",
-    "reflacx": "medcl.data.synthetic.gaze:write_reflacx",
-    "chexpert": "medcl.data.synthetic.cxr_downstream:generate_chexpert",
-    "rsna-pneumonia": "medcl.data.synthetic.cxr_downstream:generate_rsna_pneumonia",
-    "siim-acr": "medcl.data.synthetic.cxr_downstream:generate_siim_acr",
-    "msd": "medcl.data.synthetic.volume:generate_msd",
-    "btcv": "medcl.data.synthetic.volume:generate_btcv",
-    "brats": "medcl.data.synthetic.volume:generate_brats",
-    "totalsegmentator": "medcl.data.synthetic.volume:generate_totalsegmentator",
-    "acdc": "medcl.data.synthetic.volume:generate_acdc",
-}
-
-
-def _resolve(target: str) -> Any:
-    import importlib
-
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
-def _resolve(target: str) -> Any:
-    module, _, name = target.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 def synthesize(kind: str, out: str | Path, **options: Any) -> Path:
     """Write synthetic dataset ``kind`` in its official layout under ``out`` (``medcl data synth``); returns the
     dataset root. Gaze sets annotate an existing MIMIC-CXR tree given as ``mimic_root``."""
     if kind not in SYNTHESISERS:
         raise ConfigError(f"no synthetic dataset {kind!r}; one of: {', '.join(sorted(SYNTHESISERS))}")
-    generator = _resolve(SYNTHESISERS[kind])
-    if kind in NEEDS_MIMIC_ROOT:
+    synthesiser = SYNTHESISERS[kind]
+    generator = synthesiser.load()
+    if synthesiser.annotates_mimic:
         if "mimic_root" not in options:
             raise ConfigError(f"synth {kind} annotates a MIMIC-CXR tree: add --option mimic_root=<dir>")
-        return Path(generator(options.pop("mimic_root"), out, **options))
-    return Path(generator(out, **options))
+        written = generator(options.pop("mimic_root"), out, **options)
+    else:
+        written = generator(out, **options)
+    return Path(written["root"] if isinstance(written, Mapping) else written)
+
+
+def _synth_epilog() -> str:
+    width = max(map(len, SYNTHESISERS))
+    lines = [f"  {name:<{width}}  {s.summary}" for name, s in sorted(SYNTHESISERS.items())]
+    return (
+        "datasets:\n" + "\n".join(lines) + "\n\n"
+        "--option KEY=VALUE: a keyword argument of the dataset's generator, medcl.data.synthetic.<dataset>.generate_*\n"
+        "(values parsed as YAML), e.g.\n"
+        "  medcl data synth btcv --out data/btcv --option n_train=8 --option 'shape=[64, 64, 40]'\n"
+        "  medcl data synth egd-cxr --out data/egd-cxr --option mimic_root=data/mimic-cxr-jpg --option n_images=20\n"
+        "then: medcl data prepare <dataset> --root <out> --out <manifest.csv>"
+    )
 
 
 def main(argv: list[str]) -> int:
@@ -87,8 +76,14 @@ def main(argv: list[str]) -> int:
     m = sub.add_parser("merge", help="merge shard manifests")
     m.add_argument("parts", nargs="+")
     m.add_argument("--out", required=True)
-    s = sub.add_parser("synth", help="write a synthetic dataset in the official layout")
-    s.add_argument("kind", choices=sorted(SYNTHESISERS))
+    s = sub.add_parser(
+        "synth",
+        help="write a synthetic dataset in the official layout",
+        description="Write a synthetic dataset in its official on-disk layout (for tests, demos and try-outs).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_synth_epilog(),
+    )
+    s.add_argument("kind", metavar="dataset", choices=sorted(SYNTHESISERS), help="one of the datasets listed below")
     s.add_argument("--out", required=True, help="output folder (for gaze sets: the gaze dataset folder)")
     s.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="generator keyword argument")
     args = parser.parse_args(argv)

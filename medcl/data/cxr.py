@@ -41,7 +41,7 @@ from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, default_collate
 
 from medcl.data.cache import in_memory_dataset, persistent_dataset
-from medcl.data.manifest import binarize_labels, read_manifest
+from medcl.data.manifest import binarize_labels, read_manifest, require_manifests
 from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.data.text.views import view_index
 from medcl.data.transforms import cxr_transforms
@@ -122,18 +122,15 @@ class CXRDataModule(LightningDataModule):
         cache: ``"memory"`` caches the deterministic part of the pipeline in RAM (MONAI CacheDataset), ``"disk"``
             in ``cache_dir`` (PersistentDataset keyed by a fingerprint of the deterministic transforms; default
             ``<manifest folder>/cache``), ``"none"`` does not cache.
-        synthetic: when set and ``manifest`` does not exist, ``prepare_data`` writes a synthetic MIMIC-CXR-JPG tree
-            under ``synthetic_root`` with these generator arguments and runs the ``mimic-cxr`` adapter on it, so a
-            demo config runs on a fresh checkout.
         frontal_only: keep PA/AP images only.
         gaze_manifests: manifests of gaze datasets (``medcl data prepare egd-cxr|reflacx``) whose ``gaze`` and
             ``gaze_sentences`` columns are joined onto ``manifest`` by image id (``dicom_id`` when the gaze manifest
             has it, else ``image_id``): the combined CoGaze manifest. When an image has gaze in several, the first
             manifest listed (then its first row) wins; gaze already in ``manifest`` is kept.
         use_gaze: add the gaze keys to batches (None: when the manifest has gaze columns after the join).
-        synthetic_gaze: with ``synthetic``, when the first gaze manifest does not exist, ``prepare_data`` writes a
-            synthetic EGD-CXR release over the synthetic MIMIC tree with these arguments (e.g. ``n_images``) and runs
-            the ``egd-cxr`` adapter into that manifest.
+
+    The module only reads manifests: ``setup`` stops with one error naming any that is missing (write them with
+    ``medcl data prepare``; for a try-out, ``medcl data synth`` a synthetic tree first).
     """
 
     # Subclasses with other items (e.g. one study per item for report generation) override these two.
@@ -151,11 +148,8 @@ class CXRDataModule(LightningDataModule):
         cache: str = "memory",
         cache_dir: str | None = None,
         frontal_only: bool = False,
-        synthetic: dict[str, Any] | None = None,
-        synthetic_root: str | None = None,
         gaze_manifests: Sequence[str] = (),
         use_gaze: bool | None = None,
-        synthetic_gaze: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         if cache not in CACHE_MODES:
@@ -165,29 +159,10 @@ class CXRDataModule(LightningDataModule):
         self.frames: dict[str, pd.DataFrame] = {}
         self._datasets: dict[tuple[str, bool], Dataset] = {}
 
-    # -- data preparation -------------------------------------------------------------------------------------
-    def prepare_data(self) -> None:
-        if not self.hparams.synthetic:
-            return
-        from medcl.data.prepare import prepare
-        from medcl.data.synthetic.cxr import generate_mimic_cxr
-
-        root = Path(self.hparams.synthetic_root or self.manifest.parent / "mimic-cxr-jpg")
-        if not self.manifest.is_file():
-            if not (root / "files").is_dir():
-                generate_mimic_cxr(root, **self.hparams.synthetic)
-            prepare("mimic-cxr", root, self.manifest, progress=True)
-        gaze_manifest = Path(self.hparams.gaze_manifests[0]) if self.hparams.gaze_manifests else None
-        if self.hparams.synthetic_gaze is not None and gaze_manifest is not None and not gaze_manifest.is_file():
-            from medcl.data.synthetic.gaze import write_egd_cxr
-
-            gaze_root = gaze_manifest.parent / "egd-cxr"
-            write_egd_cxr(root, gaze_root, **self.hparams.synthetic_gaze)
-            prepare("egd-cxr", gaze_root, gaze_manifest, progress=True, mimic_root=str(root))
-
     def setup(self, stage: str | None = None) -> None:
         if self.frames:
             return
+        require_manifests([self.manifest, *self.hparams.gaze_manifests])
         frame = join_gaze(read_manifest(self.manifest), self.hparams.gaze_manifests)
         if self.hparams.frontal_only and "view" in frame:
             frame = frame[frame["view"].isin(["PA", "AP"])]

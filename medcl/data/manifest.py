@@ -89,11 +89,28 @@ def validate_manifest(frame: pd.DataFrame, *, source: str | None = None) -> pd.D
     return frame
 
 
+def require_manifests(paths: Iterable[str | Path]) -> None:
+    """Raise ONE error naming every manifest of ``paths`` that does not exist and how to write one.
+
+    Nothing is ever generated in its place: a mistyped path must stop the run, not train on made-up data.
+    """
+    missing = [str(p) for p in paths if not Path(p).is_file()]
+    if not missing:
+        return
+    out = missing[0] if len(missing) == 1 else "<manifest.csv>"
+    raise InvalidInputError(
+        ", ".join(missing),
+        f"manifest{'s' if len(missing) > 1 else ''} not found. Write one from a dataset folder with "
+        f"`medcl data prepare <dataset> --root <folder> --out {out}` (`medcl data list` names the datasets); "
+        "to try medcl without the data, first write a synthetic folder with `medcl data synth <dataset> --out "
+        "<folder>`, then prepare it.",
+    )
+
+
 def read_manifest(path: str | Path, *, splits: Iterable[str] | None = None) -> pd.DataFrame:
     """Read and validate a manifest CSV, optionally keeping only some splits."""
     path = Path(path)
-    if not path.is_file():
-        raise InvalidInputError(path, "manifest not found; create it with `medcl data prepare <dataset> --root ...`")
+    require_manifests([path])
     # Ids stay strings: MIMIC ids are integers in CSVs but path components elsewhere, leading zeros matter in others.
     frame = pd.read_csv(path, dtype={"image_id": str, "subject_id": str, "study_id": str}, keep_default_na=True)
     frame = validate_manifest(frame, source=str(path))

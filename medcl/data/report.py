@@ -1,6 +1,6 @@
 """Report-generation data: one item per study with its views, the latest prior study and the context prompt.
 
-Built on :class:`medcl.data.cxr.CXRDataModule` (same manifest, preparation, transforms and report-text choice); a
+Built on :class:`medcl.data.cxr.CXRDataModule` (same manifest, transforms and report-text choice); a
 batch is::
 
     images     (B, V, 1, S, S)  anchor view, other views of the study, then the latest prior study's anchor view

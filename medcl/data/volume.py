@@ -16,9 +16,9 @@ Batches:
 * :class:`SegmentationDataModule`: ``image`` (B, C, ...), ``label`` (B, 1, ...) integer-valued; patches from
   ``RandCropByPosNegLabeld`` in training, whole volumes (batch 1) for sliding-window validation.
 
-Manifests come from ``medcl data prepare msd|btcv|...`` (columns ``image``, ``label``, ``split``, ...); with
-``synthetic`` set and no manifest, ``prepare_data`` writes a synthetic dataset (:mod:`medcl.data.synthetic.volume`)
-and runs its adapter, so configs run on a fresh checkout.
+Manifests come from ``medcl data prepare msd|btcv|...`` (columns ``image``, ``label``, ``split``, ...), for a
+try-out over a tree written by ``medcl data synth``; the datamodules only read them (a missing one is an error at
+``setup``).
 """
 
 from __future__ import annotations
@@ -51,12 +51,11 @@ from medcl.errors import ConfigError, InvalidInputError
 log = logging.getLogger(__name__)
 
 CACHE_MODES = ("memory", "disk", "none")
-SYNTHETIC_KINDS = ("msd", "btcv")
 
 
 # -- datamodules ----------------------------------------------------------------------------------------------
 class _VolumeDataModule(LightningDataModule):
-    """Shared manifest handling, synthetic-data preparation, caching and loaders of the volume datamodules.
+    """Shared manifest handling, caching and loaders of the volume datamodules.
 
     Args:
         manifest: volume manifest CSV (``medcl data prepare msd|btcv|brats|... --out manifest.csv``).
@@ -64,8 +63,6 @@ class _VolumeDataModule(LightningDataModule):
         pixdim, intensity_range, crop_foreground, spatial_size: see :func:`volume_preprocessing`.
         batch_size, num_workers: loader settings.
         cache: ``memory`` (RAM), ``disk`` (``cache_dir``, reused across runs) or ``none``.
-        synthetic: generator keyword arguments; with a missing manifest, ``prepare_data`` writes a synthetic
-            ``synthetic_kind`` (``msd`` or ``btcv``) dataset under ``synthetic_root`` and prepares the manifest.
         limit_volumes: use at most this many volumes per split (quick runs).
     """
 
@@ -84,9 +81,6 @@ class _VolumeDataModule(LightningDataModule):
         num_workers: int = 0,
         cache: str = "memory",
         cache_dir: str | None = None,
-        synthetic: dict[str, Any] | None = None,
-        synthetic_kind: str = "msd",
-        synthetic_root: str | None = None,
         limit_volumes: int | None = None,
     ) -> None:
         super().__init__()
@@ -94,8 +88,6 @@ class _VolumeDataModule(LightningDataModule):
             raise ConfigError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
         if cache == "disk" and not cache_dir:
             raise ConfigError("cache='disk' needs cache_dir")
-        if synthetic_kind not in SYNTHETIC_KINDS:
-            raise ConfigError(f"synthetic_kind must be one of {SYNTHETIC_KINDS}, got {synthetic_kind!r}")
         self.manifest = Path(manifest)
         self.frame: pd.DataFrame | None = None
         self.settings = {
@@ -109,27 +101,8 @@ class _VolumeDataModule(LightningDataModule):
             "num_workers": num_workers,
             "cache": cache,
             "cache_dir": cache_dir,
-            "synthetic": synthetic,
-            "synthetic_kind": synthetic_kind,
-            "synthetic_root": synthetic_root,
             "limit_volumes": limit_volumes,
         }
-
-    # -- data preparation ---------------------------------------------------------------------------------------
-    def prepare_data(self) -> None:
-        if self.manifest.is_file() or not self.settings["synthetic"]:
-            return
-        from medcl.data.prepare import prepare
-        from medcl.data.synthetic import volume as synthetic
-
-        kind = self.settings["synthetic_kind"]
-        root = Path(self.settings["synthetic_root"] or self.manifest.parent / f"synthetic-{kind}")
-        options = dict(self.settings["synthetic"])
-        if kind == "msd":
-            dataset_root = synthetic.generate_msd(root, **options)
-        else:
-            dataset_root = synthetic.generate_btcv(root, **options)
-        prepare(kind, dataset_root, self.manifest, progress=False, workers=1)
 
     def setup(self, stage: str | None = None) -> None:
         if self.frame is None:

@@ -13,7 +13,7 @@ import pytest
 from medcl.data.adapters.acdc import ACDCAdapter, read_info
 from medcl.data.manifest import check_patient_disjoint
 from medcl.data.prepare import prepare
-from medcl.data.synthetic.volume import generate_acdc
+from medcl.data.synthetic.acdc import generate_acdc
 from medcl.errors import InvalidInputError
 
 SHAPE = (32, 32, 6)

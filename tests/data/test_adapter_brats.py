@@ -13,7 +13,7 @@ import pytest
 from medcl.data.adapters.brats import BraTSAdapter
 from medcl.data.manifest import check_patient_disjoint
 from medcl.data.prepare import prepare
-from medcl.data.synthetic.volume import generate_brats
+from medcl.data.synthetic.brats import generate_brats
 from medcl.errors import InvalidInputError
 
 SHAPE = (24, 24, 16)

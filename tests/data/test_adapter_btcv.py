@@ -13,7 +13,7 @@ import pytest
 from medcl.data.adapters.btcv import BTCVAdapter
 from medcl.data.manifest import check_patient_disjoint
 from medcl.data.prepare import prepare
-from medcl.data.synthetic.volume import generate_btcv
+from medcl.data.synthetic.btcv import generate_btcv
 from medcl.errors import InvalidInputError
 
 SHAPE = (28, 28, 20)

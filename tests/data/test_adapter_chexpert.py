@@ -14,8 +14,8 @@ from medcl.data.adapters.chexpert import CheXpertAdapter, make_5x200
 from medcl.data.adapters.common import find_csv, hash_split
 from medcl.data.manifest import read_manifest
 from medcl.data.prepare import prepare
-from medcl.data.synthetic.cxr_downstream import CHEXPERT_CLINICAL_ORDER, generate_chexpert
-from medcl.data.text.labels import CHEXPERT_5X200, CHEXPERT_LABELS
+from medcl.data.synthetic.chexpert import generate_chexpert
+from medcl.data.text.labels import CHEXPERT_5X200, CHEXPERT_CLINICAL_ORDER, CHEXPERT_LABELS
 from medcl.errors import InvalidInputError
 
 

@@ -15,8 +15,8 @@ from scipy import ndimage
 from medcl.data.adapters.egd_cxr import chx_columns
 from medcl.data.manifest import read_manifest
 from medcl.data.prepare import prepare
-from medcl.data.synthetic.cxr import generate_mimic_cxr
-from medcl.data.synthetic.gaze import write_egd_cxr
+from medcl.data.synthetic.egd_cxr import generate_egd_cxr
+from medcl.data.synthetic.mimic_cxr import generate_mimic_cxr
 from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.errors import ConfigError, InvalidInputError
 
@@ -27,7 +27,7 @@ STORED, ORIGINAL, SCALE = (96, 80), (384, 320), 4  # JPGs are 4x smaller than th
 def egd(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("egd")
     generate_mimic_cxr(base / "mimic", n_subjects=6, seed=3, image_size=STORED, original_size=ORIGINAL, workers=1)
-    write_egd_cxr(base / "mimic", base / "egd", n_images=4, seed=3)
+    generate_egd_cxr(base / "mimic", base / "egd", n_images=4, seed=3)
     result = prepare(
         "egd-cxr", base / "egd", base / "out" / "egd.csv", workers=1, progress=False, mimic_root=str(base / "mimic")
     )

@@ -13,7 +13,7 @@ import pytest
 
 from medcl.data.manifest import read_manifest
 from medcl.data.prepare import get_adapter, prepare
-from medcl.data.synthetic.cxr import generate_mimic_cxr
+from medcl.data.synthetic.mimic_cxr import generate_mimic_cxr
 from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.data.text.reports import read_report
 from medcl.errors import ConfigError, InvalidInputError

@@ -13,7 +13,8 @@ import pytest
 from medcl.data.adapters.msd import MSDAdapter, validation_subjects
 from medcl.data.manifest import read_manifest
 from medcl.data.prepare import prepare
-from medcl.data.synthetic.volume import generate_msd, to_nifti
+from medcl.data.synthetic.msd import generate_msd
+from medcl.data.synthetic.nifti_cases import to_nifti
 from medcl.errors import ConfigError, InvalidInputError
 
 SHAPE = (28, 28, 20)

@@ -15,8 +15,8 @@ from scipy.stats import multivariate_normal
 from medcl.data.adapters.reflacx import aggregate_codes, reading_codes
 from medcl.data.manifest import read_manifest
 from medcl.data.prepare import prepare
-from medcl.data.synthetic.cxr import generate_mimic_cxr
-from medcl.data.synthetic.gaze import REFLACX_LABELS_PHASE_2_3, write_reflacx
+from medcl.data.synthetic.mimic_cxr import generate_mimic_cxr
+from medcl.data.synthetic.reflacx import REFLACX_LABELS_PHASE_2_3, generate_reflacx
 
 STORED, ORIGINAL, SCALE = (96, 80), (384, 320), 4
 
@@ -25,7 +25,7 @@ STORED, ORIGINAL, SCALE = (96, 80), (384, 320), 4
 def reflacx(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     base = tmp_path_factory.mktemp("reflacx")
     generate_mimic_cxr(base / "mimic", n_subjects=6, seed=5, image_size=STORED, original_size=ORIGINAL, workers=1)
-    write_reflacx(base / "mimic", base / "reflacx", n_images=4, seed=5)
+    generate_reflacx(base / "mimic", base / "reflacx", n_images=4, seed=5)
     result = prepare(
         "reflacx",
         base / "reflacx",

@@ -15,7 +15,7 @@ from PIL import Image
 from medcl.data.adapters.common import hash_split
 from medcl.data.manifest import read_manifest
 from medcl.data.prepare import prepare
-from medcl.data.synthetic.cxr_downstream import generate_rsna_pneumonia
+from medcl.data.synthetic.rsna_pneumonia import generate_rsna_pneumonia
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from PIL import Image
 from medcl.data.adapters.siim_acr import rle_to_mask
 from medcl.data.manifest import read_manifest
 from medcl.data.prepare import prepare
-from medcl.data.synthetic.cxr_downstream import generate_siim_acr, mask_to_rle
+from medcl.data.synthetic.siim_acr import generate_siim_acr, mask_to_rle
 from medcl.errors import InvalidInputError
 
 

@@ -13,7 +13,8 @@ import pytest
 
 from medcl.data.adapters.totalsegmentator import TotalSegmentatorAdapter, parse_classes
 from medcl.data.prepare import prepare
-from medcl.data.synthetic.volume import CT_STRUCTURES, TOTALSEG_EMPTY_CLASSES, generate_totalsegmentator
+from medcl.data.synthetic.ct_phantom import CT_STRUCTURES
+from medcl.data.synthetic.totalsegmentator import TOTALSEG_EMPTY_CLASSES, generate_totalsegmentator
 from medcl.errors import ConfigError, InvalidInputError
 
 SHAPE = (24, 24, 16)

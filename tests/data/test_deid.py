@@ -14,7 +14,7 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 from medcl.data import load_image
 from medcl.data.cache import persistent_dataset
 from medcl.data.deid import deidentify, deidentify_file, pseudonymize_id, remap_uid, scan_for_phi
-from medcl.data.synthetic.dicom_series import write_dicom_series
+from medcl.data.synthetic.dicom_writer import write_dicom_series
 from medcl.data.transforms import volume_transforms
 from medcl.errors import ConfigError, InvalidInputError
 

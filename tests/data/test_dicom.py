@@ -12,7 +12,7 @@ import pytest
 import torch
 from monai.data import PydicomReader
 from monai.transforms import LoadImage, Orientation
-from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.pixels import apply_voi, apply_windowing
 from pydicom.sequence import Sequence
 from pydicom.uid import JPEG2000Lossless, RLELossless, generate_uid
@@ -20,7 +20,7 @@ from scipy.spatial.transform import Rotation
 
 from medcl.data import load_image
 from medcl.data.dicom import list_dicom_series
-from medcl.data.synthetic.dicom_series import write_dicom_series
+from medcl.data.synthetic.dicom_writer import write_dicom_series, write_radiograph
 from medcl.errors import InvalidInputError
 
 RNG = np.random.default_rng(7)
@@ -182,23 +182,9 @@ def test_non_dicom_files_in_a_series_directory_are_skipped(series: list[Path]) -
 
 
 def _radiograph(path: Path, pixels: np.ndarray, **attributes) -> Path:
-    meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"  # Digital X-Ray Image Storage - For Presentation
-    meta.MediaStorageSOPInstanceUID = generate_uid()
-    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
-    ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
-    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel, ds.PixelRepresentation = 1, 0
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit = 16, 12, 11
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.ImagerPixelSpacing = [0.139, 0.143]
-    for keyword, value in attributes.items():
-        setattr(ds, keyword, value)
-    ds.PixelData = pixels.astype(np.uint16).tobytes()
-    ds.save_as(path, enforce_file_format=True)
-    return path
+    """A 12-bit DX film without patient geometry, ``attributes`` set by keyword."""
+    spacing = {"ImagerPixelSpacing": [0.139, 0.143]}
+    return write_radiograph(path, pixels.astype(np.uint16), bits_stored=12, attributes={**spacing, **attributes})
 
 
 def test_monochrome1_is_inverted_so_brighter_is_larger(tmp_path: Path) -> None:

@@ -54,3 +54,52 @@ def test_read_missing_manifest_says_how_to_make_it(tmp_path):
 def test_uncertain_label_policies(policy, targets, mask):
     got, got_mask = binarize_labels(np.array([[1.0, 0.0, -1.0, np.nan]]), policy)
     assert got[0].tolist() == targets and got_mask[0].tolist() == [bool(m) for m in mask]
+
+
+DATAMODULES = {
+    "cxr": ("medcl.data.cxr", "CXRDataModule"),
+    "report": ("medcl.data.report", "ReportDataModule"),
+    "voco": ("medcl.data.volume", "VoCoDataModule"),
+    "views": ("medcl.data.volume", "VolumeViewsDataModule"),
+    "slices": ("medcl.data.volume", "SliceContrastDataModule"),
+    "segmentation": ("medcl.data.volume", "SegmentationDataModule"),
+}
+
+
+def _datamodule(name: str):
+    import importlib
+
+    module, cls = DATAMODULES[name]
+    return getattr(importlib.import_module(module), cls)
+
+
+@pytest.mark.parametrize("name", sorted(DATAMODULES))
+def test_a_datamodule_without_its_manifest_stops_with_one_error_and_writes_nothing(name, tmp_path):
+    missing = tmp_path / "mistyped" / "manifest.csv"
+    datamodule = _datamodule(name)(str(missing))
+    datamodule.prepare_data()  # Lightning calls it first: it must not write anything in the manifest's place
+    with pytest.raises(InvalidInputError) as err:
+        datamodule.setup("fit")
+    message = str(err.value)
+    assert message.startswith(f"{missing}: manifest not found")
+    assert f"`medcl data prepare <dataset> --root <folder> --out {missing}`" in message
+    assert "`medcl data synth <dataset> --out <folder>`" in message
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("name", sorted(DATAMODULES))
+def test_datamodules_take_no_synthetic_data_options(name, tmp_path):
+    for option in ("synthetic", "synthetic_root", "synthetic_kind", "synthetic_gaze"):
+        with pytest.raises(TypeError, match=option):
+            _datamodule(name)(str(tmp_path / "m.csv"), **{option: {}})
+
+
+def test_missing_gaze_manifests_are_named_in_the_same_single_error(synthetic_cxr, tmp_path):
+    from medcl.data.cxr import CXRDataModule
+
+    gaze = [str(tmp_path / "egd-cxr.csv"), str(tmp_path / "reflacx.csv")]
+    with pytest.raises(InvalidInputError) as err:
+        CXRDataModule(synthetic_cxr["manifest"], gaze_manifests=gaze).setup("fit")
+    assert str(err.value).startswith(f"{gaze[0]}, {gaze[1]}: manifests not found")
+    assert "medcl data prepare" in str(err.value) and "medcl data synth" in str(err.value)
+    assert list(tmp_path.iterdir()) == []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from pathlib import Path
 
@@ -13,8 +12,8 @@ import pytest
 from PIL import Image
 from scipy.ndimage import binary_erosion
 
-from medcl.data.synthetic._render import Finding, Pose, render
-from medcl.data.synthetic.cxr import METADATA_COLUMNS, TRUTH_COLUMNS, generate_mimic_cxr, plant_bad_files
+from medcl.data.synthetic.mimic_cxr import METADATA_COLUMNS, TRUTH_COLUMNS, generate_mimic_cxr, plant_bad_files
+from medcl.data.synthetic.radiograph import Finding, Pose, render
 from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.data.text.reports import parse_report
 
@@ -221,21 +220,13 @@ def test_findings_and_context_are_correlated(cohort) -> None:
     assert rate[False] > 0 and rate[True] < 1
 
 
-def _tree_digest(root: Path) -> str:
-    digest = hashlib.sha256()
-    for path in sorted(p for p in root.rglob("*") if p.is_file()):
-        digest.update(path.relative_to(root).as_posix().encode())
-        digest.update(path.read_bytes())
-    return digest.hexdigest()
-
-
-def test_deterministic_by_seed_and_worker_count(tmp_path) -> None:
+def test_deterministic_by_seed_and_worker_count(tmp_path, tree_digest) -> None:
     options = {"n_subjects": 6, "image_size": 32, "dicom": True, "gzip_csv": True}
     generate_mimic_cxr(tmp_path / "a", seed=3, workers=1, **options)
     generate_mimic_cxr(tmp_path / "b", seed=3, workers=2, **options)
     generate_mimic_cxr(tmp_path / "c", seed=4, workers=1, **options)
-    assert _tree_digest(tmp_path / "a") == _tree_digest(tmp_path / "b")
-    assert _tree_digest(tmp_path / "a") != _tree_digest(tmp_path / "c")
+    assert tree_digest(tmp_path / "a") == tree_digest(tmp_path / "b")
+    assert tree_digest(tmp_path / "a") != tree_digest(tmp_path / "c")
     assert (tmp_path / "a" / "mimic-cxr-2.0.0-chexpert.csv.gz").is_file()
     assert not (tmp_path / "a" / "mimic-cxr-2.0.0-chexpert.csv").exists()
     split = pd.read_csv(tmp_path / "a" / "mimic-cxr-2.0.0-split.csv.gz")  # pandas reads the official .gz directly

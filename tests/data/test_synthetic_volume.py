@@ -9,7 +9,15 @@ import numpy as np
 import pydicom
 import pytest
 
-from medcl.data.synthetic import volume as V
+from medcl.data.synthetic.acdc import generate_acdc
+from medcl.data.synthetic.brats import generate_brats
+from medcl.data.synthetic.btcv import generate_btcv
+from medcl.data.synthetic.ct_phantom import CT_STRUCTURE_INDEX, CT_STRUCTURES, ct_phantom
+from medcl.data.synthetic.dicom_writer import write_volume_as_dicom
+from medcl.data.synthetic.mr_phantoms import cardiac_phantom
+from medcl.data.synthetic.msd import generate_msd
+from medcl.data.synthetic.nifti_cases import to_nifti
+from medcl.data.synthetic.totalsegmentator import TOTALSEG_EMPTY_CLASSES, generate_totalsegmentator
 
 SMALL = (40, 40, 28)
 
@@ -22,7 +30,7 @@ def _world_centroid(image: nib.Nifti1Image, mask: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def spleen_task(tmp_path_factory):
-    return V.generate_msd(tmp_path_factory.mktemp("msd"), n_train=4, n_test=2, shape=SMALL, misspelt_release=True)
+    return generate_msd(tmp_path_factory.mktemp("msd"), n_train=4, n_test=2, shape=SMALL, misspelt_release=True)
 
 
 def test_msd_layout_and_dataset_json(spleen_task):
@@ -70,9 +78,9 @@ def test_ct_anatomy_is_consistent_in_world_coordinates(spleen_task):
 
 
 def test_ct_phantom_structures_intensities_and_btcv_map():
-    phantom = V.ct_phantom((48, 48, 32), np.random.default_rng(3))
+    phantom = ct_phantom((48, 48, 32), np.random.default_rng(3))
     hu, parts = phantom.hu.astype(float), phantom.parts
-    index = V.CT_STRUCTURE_INDEX
+    index = CT_STRUCTURE_INDEX
     liver, lung = parts == index["liver"], parts == index["lung_lower_lobe_right"]
     bone = np.isin(parts, [index[n] for n in index if n.startswith("vertebrae_")])
     assert np.median(hu[lung]) < -700 and abs(np.median(hu[liver]) - 110) < 25 and np.median(hu[bone]) > 300
@@ -86,9 +94,9 @@ def test_ct_phantom_structures_intensities_and_btcv_map():
 
 
 def test_generation_is_deterministic_per_seed(tmp_path):
-    a = V.generate_msd(tmp_path / "a", n_train=2, n_test=0, shape=(24, 24, 16), seed=5, junk=False)
-    b = V.generate_msd(tmp_path / "b", n_train=2, n_test=0, shape=(24, 24, 16), seed=5, junk=False)
-    c = V.generate_msd(tmp_path / "c", n_train=2, n_test=0, shape=(24, 24, 16), seed=6, junk=False)
+    a = generate_msd(tmp_path / "a", n_train=2, n_test=0, shape=(24, 24, 16), seed=5, junk=False)
+    b = generate_msd(tmp_path / "b", n_train=2, n_test=0, shape=(24, 24, 16), seed=5, junk=False)
+    c = generate_msd(tmp_path / "c", n_train=2, n_test=0, shape=(24, 24, 16), seed=6, junk=False)
     assert (a / "dataset.json").read_text() == (b / "dataset.json").read_text()
     for path in sorted((a / "imagesTr").iterdir()):
         first, second = nib.load(path), nib.load(b / "imagesTr" / path.name)
@@ -100,7 +108,7 @@ def test_generation_is_deterministic_per_seed(tmp_path):
 
 
 def test_msd_liver_task_has_tumour_inside_liver(tmp_path):
-    task = V.generate_msd(tmp_path, task="Task03_Liver", n_train=2, n_test=0, shape=SMALL, junk=False)
+    task = generate_msd(tmp_path, task="Task03_Liver", n_train=2, n_test=0, shape=SMALL, junk=False)
     for label_path in (task / "labelsTr").iterdir():
         label = np.asarray(nib.load(label_path).dataobj)
         assert set(np.unique(label)) == {0, 1, 2}
@@ -108,7 +116,7 @@ def test_msd_liver_task_has_tumour_inside_liver(tmp_path):
 
 
 def test_msd_brain_tumour_is_4d_multichannel(tmp_path):
-    task = V.generate_msd(tmp_path, task="Task01_BrainTumour", n_train=2, n_test=1, shape=(32, 32, 24), junk=False)
+    task = generate_msd(tmp_path, task="Task01_BrainTumour", n_train=2, n_test=1, shape=(32, 32, 24), junk=False)
     meta = json.loads((task / "dataset.json").read_text())
     assert meta["tensorImageSize"] == "4D" and len(meta["modality"]) == 4
     entry = meta["training"][0]
@@ -121,18 +129,18 @@ def test_msd_brain_tumour_is_4d_multichannel(tmp_path):
     assert t1gd[label == 3].mean() > 1.5 * t1gd[label == 1].mean()  # enhancing rim lights up with gadolinium
     assert flair[label == 1].mean() > 1.5 * flair[(label == 0) & (flair > 0)].mean()  # oedema bright on FLAIR
     with pytest.raises(ValueError, match="unsupported MSD task"):
-        V.generate_msd(tmp_path, task="Task42_Nothing")
+        generate_msd(tmp_path, task="Task42_Nothing")
     with pytest.raises(ValueError, match="four_d=True does not apply"):
-        V.generate_msd(tmp_path, task="Task09_Spleen", four_d=True)
+        generate_msd(tmp_path, task="Task09_Spleen", four_d=True)
 
 
 def test_btcv_layouts(tmp_path):
-    raw = V.generate_btcv(tmp_path / "raw", n_train=5, n_test=1, shape=(24, 24, 16))
+    raw = generate_btcv(tmp_path / "raw", n_train=5, n_test=1, shape=(24, 24, 16))
     images = sorted(p.name for p in (raw / "RawData/Training/img").iterdir())
     assert images == ["img0001.nii.gz", "img0002.nii.gz", "img0003.nii.gz", "img0004.nii.gz", "img0035.nii.gz"]
     assert (raw / "RawData/Training/label/label0035.nii.gz").is_file()
     assert (raw / "RawData/Testing/img/img0061.nii.gz").is_file()
-    swin = V.generate_btcv(tmp_path / "swin", n_train=5, n_test=1, shape=(24, 24, 16), layout="swinunetr")
+    swin = generate_btcv(tmp_path / "swin", n_train=5, n_test=1, shape=(24, 24, 16), layout="swinunetr")
     meta = json.loads((swin / "dataset_0.json").read_text())
     assert [e["image"] for e in meta["validation"]] == ["imagesTr/img0035.nii.gz"]
     assert len(meta["training"]) == 4 and meta["test"] == ["imagesTs/img0061.nii.gz"]
@@ -142,7 +150,7 @@ def test_btcv_layouts(tmp_path):
 
 
 def test_brats_2021_and_2023_naming_and_labels(tmp_path):
-    folder = V.generate_brats(tmp_path / "b21", n_cases=2, n_unlabelled=1, shape=(32, 32, 24))
+    folder = generate_brats(tmp_path / "b21", n_cases=2, n_unlabelled=1, shape=(32, 32, 24))
     cases = sorted(p.name for p in folder.iterdir())
     assert all(c.startswith("BraTS2021_") for c in cases) and len(cases) == 3
     labelled = [c for c in cases if (folder / c / f"{c}_seg.nii.gz").is_file()]
@@ -151,7 +159,7 @@ def test_brats_2021_and_2023_naming_and_labels(tmp_path):
     assert set(np.unique(seg)) == {0, 1, 2, 4}
     assert all((folder / cases[0] / f"{cases[0]}_{m}.nii.gz").is_file() for m in ("flair", "t1", "t1ce", "t2"))
 
-    folder = V.generate_brats(tmp_path / "b23", n_cases=4, shape=(32, 32, 24), edition=2023)
+    folder = generate_brats(tmp_path / "b23", n_cases=4, shape=(32, 32, 24), edition=2023)
     cases = sorted(p.name for p in folder.iterdir())
     assert any(c.endswith("-001") for c in cases)  # a follow-up time point of an earlier patient
     case = cases[0]
@@ -166,15 +174,15 @@ def test_brats_2021_and_2023_naming_and_labels(tmp_path):
 
 
 def test_totalsegmentator_layout_meta_and_masks(tmp_path):
-    root = V.generate_totalsegmentator(tmp_path, n_cases=3, shape=(32, 32, 24))
+    root = generate_totalsegmentator(tmp_path, n_cases=3, shape=(32, 32, 24))
     raw = (root / "meta.csv").read_bytes()
     assert (
         raw.startswith(b"\xef\xbb\xbf") and raw.splitlines()[0][3:] == b"image_id;age;gender;institute;study_type;split"
     )
     case = root / raw.decode("utf-8-sig").splitlines()[1].split(";")[0]
     masks = {p.name[: -len(".nii.gz")]: np.asarray(nib.load(p).dataobj) for p in (case / "segmentations").iterdir()}
-    assert set(masks) == {s.name for s in V.CT_STRUCTURES} | set(V.TOTALSEG_EMPTY_CLASSES)
-    assert all(not masks[name].any() for name in V.TOTALSEG_EMPTY_CLASSES)
+    assert set(masks) == {s.name for s in CT_STRUCTURES} | set(TOTALSEG_EMPTY_CLASSES)
+    assert all(not masks[name].any() for name in TOTALSEG_EMPTY_CLASSES)
     stacked = np.stack([m for m in masks.values()])
     assert set(np.unique(stacked)) == {0, 1} and stacked.sum(axis=0).max() == 1  # binary and disjoint
     assert masks["liver"].sum() > 100
@@ -183,7 +191,7 @@ def test_totalsegmentator_layout_meta_and_masks(tmp_path):
 
 
 def test_acdc_layout_info_and_cardiac_cycle(tmp_path):
-    base = V.generate_acdc(tmp_path, n_train=5, n_test=1, shape=(40, 40, 6), n_frames=10)
+    base = generate_acdc(tmp_path, n_train=5, n_test=1, shape=(40, 40, 6), n_frames=10)
     patients = sorted(p.name for p in (base / "training").iterdir())
     assert patients == ["patient001", "patient021", "patient041", "patient061", "patient081"]
     info = dict(line.split(": ") for line in (base / "training/patient001/Info.cfg").read_text().splitlines())
@@ -196,7 +204,7 @@ def test_acdc_layout_info_and_cardiac_cycle(tmp_path):
     np.testing.assert_array_equal(frame, cine[..., es - 1])
 
     def ejection_fraction(group: str) -> float:
-        _, labels, ed_frame, es_frame = V.cardiac_phantom((48, 48, 8), 12, group, np.random.default_rng(0))
+        _, labels, ed_frame, es_frame = cardiac_phantom((48, 48, 8), 12, group, np.random.default_rng(0))
         edv, esv = (labels[..., ed_frame - 1] == 3).sum(), (labels[..., es_frame - 1] == 3).sum()
         return 1.0 - esv / edv
 
@@ -207,10 +215,10 @@ def test_acdc_layout_info_and_cardiac_cycle(tmp_path):
 def test_write_volume_as_dicom_round_trip_with_phi_tags(tmp_path):
     from medcl.data import load_image
 
-    image = V.to_nifti(np.arange(12 * 10 * 5, dtype=np.int16).reshape(12, 10, 5) - 200, (0.8, 0.8, 2.5), "LPS")
+    image = to_nifti(np.arange(12 * 10 * 5, dtype=np.int16).reshape(12, 10, 5) - 200, (0.8, 0.8, 2.5), "LPS")
     nifti = tmp_path / "case.nii.gz"
     nib.save(image, nifti)
-    files = V.write_volume_as_dicom(nifti, tmp_path / "dicom", patient_name="ROE^RICHARD", patient_id="MRN-777")
+    files = write_volume_as_dicom(nifti, tmp_path / "dicom", patient_name="ROE^RICHARD", patient_id="MRN-777")
     assert len(files) == 5
     ds = pydicom.dcmread(files[0])
     assert str(ds.PatientName) == "ROE^RICHARD" and ds.PatientID == "MRN-777"

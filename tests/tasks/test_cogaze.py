@@ -11,8 +11,9 @@ from lightning.pytorch import Trainer, seed_everything
 
 from medcl.data.cxr import CXRDataModule
 from medcl.data.prepare import prepare
-from medcl.data.synthetic.cxr import generate_mimic_cxr
-from medcl.data.synthetic.gaze import SENTENCES, write_egd_cxr
+from medcl.data.synthetic.egd_cxr import generate_egd_cxr
+from medcl.data.synthetic.gaze_reading import SENTENCES
+from medcl.data.synthetic.mimic_cxr import generate_mimic_cxr
 from medcl.errors import ConfigError
 from medcl.tasks.cogaze import CoGazePretraining
 
@@ -33,7 +34,7 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     generate_mimic_cxr(root / "mimic", n_subjects=30, seed=3, image_size=IMAGE_SIZE, original_size=ORIGINAL,
                        split_fractions=(0.5, 0.2, 0.3), workers=1)  # fmt: skip
     prepare("mimic-cxr", root / "mimic", root / "mimic.csv", progress=False, workers=1)
-    write_egd_cxr(root / "mimic", root / "egd", n_images=24, seed=3)
+    generate_egd_cxr(root / "mimic", root / "egd", n_images=24, seed=3)
     prepare("egd-cxr", root / "egd", root / "egd.csv", progress=False, workers=1, mimic_root=str(root / "mimic"))
     return {"root": root, "manifest": root / "mimic.csv", "gaze": root / "egd.csv"}
 

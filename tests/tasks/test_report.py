@@ -138,7 +138,7 @@ def test_pretrained_weights_get_the_lower_learning_rate(tmp_path) -> None:
 @pytest.fixture(scope="module")
 def manifest(tmp_path_factory: pytest.TempPathFactory):
     from medcl.data.prepare import prepare
-    from medcl.data.synthetic.cxr import generate_mimic_cxr
+    from medcl.data.synthetic.mimic_cxr import generate_mimic_cxr
 
     root = tmp_path_factory.mktemp("report")
     generate_mimic_cxr(root / "mimic", n_subjects=40, seed=5, image_size=64, split_fractions=(0.6, 0.2, 0.2))

@@ -154,8 +154,13 @@ def test_cli_pretraining_then_few_label_finetuning_logs_to_mlflow(
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
     configs = Path(__file__).resolve().parents[2] / "configs"
-    synthetic = "{n_train: 4, n_test: 1, shape: [40, 40, 24], seed: 0}"
-    common = ["--trainer.max_steps", "2", "--data.init_args.synthetic", synthetic, "--trainer.log_every_n_steps", "1"]
+    # The configs' data: `medcl data synth` + `medcl data prepare` into the manifest they expect (smaller volumes).
+    tree = "demo_out/btcv/synthetic-btcv"
+    options = ["--option", "n_train=4", "--option", "n_test=1", "--option", "shape=[40, 40, 24]"]
+    assert main(["data", "synth", "btcv", "--out", tree, *options]) == 0
+    prepare = ["data", "prepare", "btcv", "--root", tree, "--out", "demo_out/btcv/manifest.csv", "--workers", "1"]
+    assert main(prepare) == 0
+    common = ["--trainer.max_steps", "2", "--trainer.log_every_n_steps", "1"]
     main(["fit", "-c", str(configs / "volume" / f"{pretraining}.yaml"), *common, *pretraining_args])
     checkpoint = tmp_path / "demo_out" / pretraining / "checkpoints" / "last.ckpt"
     assert checkpoint.is_file()

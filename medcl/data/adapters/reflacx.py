@@ -30,6 +30,17 @@ from medcl.data.prepare import WorkItem, register_adapter
 from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.errors import InvalidInputError
 
+# The columns of metadata_phase_{1,2,3}.csv before the phase's label columns (and "Other").
+METADATA_COLUMNS = (
+    "id",
+    "split",
+    "eye_tracking_data_discarded",
+    "image",
+    "dicom_id",
+    "subject_id",
+    "image_size_x",
+    "image_size_y",
+)
 POSITIVE_CERTAINTY = 3
 REFLACX_TO_CHEXPERT = {
     "Atelectasis": "Atelectasis",
@@ -128,18 +139,7 @@ class REFLACXAdapter(MimicGazeAdapter):
         if not tables:
             raise InvalidInputError(main / "metadata_phase_1.csv", "no REFLACX metadata_phase_{1,2,3}.csv found")
         readings = pd.concat(tables, ignore_index=True)
-        reserved = {
-            "id",
-            "split",
-            "eye_tracking_data_discarded",
-            "image",
-            "dicom_id",
-            "subject_id",
-            "image_size_x",
-            "image_size_y",
-            "phase",
-            "source",
-        }
+        reserved = {*METADATA_COLUMNS, "phase", "source"}
         images = self.mimic_images()
         items = []
         for dicom_id, group in readings.groupby("dicom_id", sort=True):

@@ -81,7 +81,7 @@ def test_ce_scores_follow_the_rrg_convention() -> None:
 
 @pytest.fixture(scope="module")
 def synthetic_reports(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[str], pd.DataFrame]:
-    from medcl.data.synthetic.cxr import generate_mimic_cxr
+    from medcl.data.synthetic.mimic_cxr import generate_mimic_cxr
 
     root = tmp_path_factory.mktemp("mimic")
     generate_mimic_cxr(root, n_subjects=250, seed=11, image_size=32, jpg=False, workers=1)

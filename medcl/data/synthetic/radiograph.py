@@ -5,8 +5,9 @@ height) after a small random pose transform, so the same :class:`Finding` draws 
 in every image of a study. Frontal images follow radiographic convention: the patient's right is on the image left.
 Brighter = denser (bone, heart, fluid); aerated lung is dark.
 
-:func:`render` returns the image and, per finding, the pixel masks of the regions where it was drawn; the generator
-turns those into bounding boxes (``synthetic_truth.csv``) for gaze synthesis.
+:func:`render` returns the image and, per finding, the pixel masks of the regions where it was drawn; the dataset
+generators turn those into MIMIC's ``synthetic_truth.csv`` boxes (which gaze synthesis looks at), RSNA boxes and SIIM
+masks.
 """
 
 from __future__ import annotations
@@ -57,6 +58,11 @@ class Pose:
 class Rendered:
     image: np.ndarray  # float32 in [0, 1], (H, W)
     regions: list[tuple[str, str, np.ndarray]]  # (finding name, region label, boolean mask)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """[0, 1] grey levels as the 8-bit values of a JPG or an 8-bit DICOM."""
+    return np.round(np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 
 # The canonical drawing extends this far beyond [0, 1] on every side, so posing never pulls in blank borders.

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from medcl.data.synthetic._render import Finding
+from medcl.data.synthetic.radiograph import Finding
 from medcl.data.text.labels import CHEXPERT_LABELS
 
 # Labels that make "No Finding" blank when positive or uncertain (CheXpert ignores support devices for it).
@@ -39,8 +39,15 @@ def aggregate_labels(mentions: list[Mention]) -> dict[str, float]:
     return codes
 
 
-def _pick(rng: np.random.Generator, options: list[str]) -> str:
+def pick(rng: np.random.Generator, options: list[str]) -> str:
     return options[int(rng.integers(len(options)))]
+
+
+def _asserted(
+    name: str, rng: np.random.Generator, body: list[str], impression: list[str]
+) -> tuple[list[Mention], list[Mention]]:
+    """One findings sentence, then one impression sentence, both asserting ``name``."""
+    return [Mention(pick(rng, body), {name: 1.0})], [Mention(pick(rng, impression), {name: 1.0})]
 
 
 def _grade(severity: float, words: tuple[str, str, str]) -> str:
@@ -67,7 +74,8 @@ def positive_mentions(finding: Finding, rng: np.random.Generator) -> tuple[list[
     if name == "Cardiomegaly":
         adverb = _grade(s, ("mildly", "moderately", "markedly"))
         adjective = _grade(s, ("Mild", "Moderate", "Severe"))
-        body = _pick(
+        return _asserted(
+            name,
             rng,
             [
                 f"The heart is {adverb} enlarged.",
@@ -75,18 +83,15 @@ def positive_mentions(finding: Finding, rng: np.random.Generator) -> tuple[list[
                 f"The cardiac silhouette is {adverb} enlarged.",
                 f"Heart size is {adverb} enlarged.",
             ],
+            [f"{adjective} cardiomegaly.", "Cardiomegaly.", f"{adjective} enlargement of the heart."],
         )
-        impression = _pick(
-            rng, [f"{adjective} cardiomegaly.", "Cardiomegaly.", f"{adjective} enlargement of the heart."]
-        )
-        return [Mention(body, {name: 1.0})], [Mention(impression, {name: 1.0})]
     if name == "Pleural Effusion":
         size = _grade(s, ("Small", "Moderate", "Large"))
         side = _side_phrase(finding.sides)
         plural = "effusions" if side == "bilateral" else "effusion"
         verb = "are" if side == "bilateral" else "is"
         article = "" if side == "bilateral" else "a "
-        body = _pick(
+        body = pick(
             rng,
             [
                 f"There {verb} {article}{size.lower()} {side} pleural {plural}.",
@@ -95,7 +100,7 @@ def positive_mentions(finding: Finding, rng: np.random.Generator) -> tuple[list[
             ],
         )
         if s < 0.4 and side != "bilateral":
-            body = _pick(
+            body = pick(
                 rng, [body, f"Blunting of the {side} costophrenic angle is compatible with a small pleural effusion."]
             )
         return [Mention(body, {name: 1.0})], [Mention(f"{size} {side} pleural {plural}.", {name: 1.0})]
@@ -104,26 +109,23 @@ def positive_mentions(finding: Finding, rng: np.random.Generator) -> tuple[list[
         kind = "mass" if diameter_mm >= 30 else "nodule"
         size = f"{diameter_mm / 10:.1f} cm" if kind == "mass" else f"{diameter_mm} mm"
         zone = _zone(finding)
-        body = _pick(
+        return _asserted(
+            name,
             rng,
             [
                 f"There is a {size} {kind} in the {zone}.",
                 f"A {size} {kind} projects over the {zone}.",
                 f"{kind.capitalize()} in the {zone} measures {size}.",
             ],
-        )
-        impression = _pick(
-            rng,
             [
                 f"{zone.capitalize()} {kind}; CT is recommended for further evaluation.",
                 f"{size} {zone} {kind}, concerning for malignancy." if kind == "mass" else f"{size} {zone} {kind}.",
             ],
         )
-        return [Mention(body, {name: 1.0})], [Mention(impression, {name: 1.0})]
     if name == "Pneumothorax":
         size = _grade(s, ("small", "moderate", "large"))
         side = _side_phrase(finding.sides)
-        body = _pick(
+        body = pick(
             rng,
             [
                 f"There is a {size} {side} apical pneumothorax.",
@@ -136,7 +138,7 @@ def positive_mentions(finding: Finding, rng: np.random.Generator) -> tuple[list[
         zone = _zone(finding)
         quality = _grade(s, ("patchy", "focal", "dense"))
         pneumonia = finding.params.get("pneumonia")
-        body = _pick(
+        body = pick(
             rng,
             [
                 f"There is {quality} consolidation in the {zone}.",
@@ -146,9 +148,9 @@ def positive_mentions(finding: Finding, rng: np.random.Generator) -> tuple[list[
         # A quarter of radiologists call it an "opacity": CheXpert then labels Lung Opacity, not Consolidation.
         noun, labels = ("opacity", {"Lung Opacity": 1.0}) if rng.random() < 0.25 else ("consolidation", {name: 1.0})
         if pneumonia == 1.0:
-            tail = _pick(rng, [", consistent with pneumonia", ", compatible with pneumonia", " due to pneumonia"])
+            tail = pick(rng, [", consistent with pneumonia", ", compatible with pneumonia", " due to pneumonia"])
         elif pneumonia == -1.0:
-            tail = _pick(
+            tail = pick(
                 rng, ["; pneumonia cannot be excluded", ", possibly pneumonia", ", which may represent pneumonia"]
             )
         else:
@@ -158,22 +160,20 @@ def positive_mentions(finding: Finding, rng: np.random.Generator) -> tuple[list[
         return [Mention(body, {name: 1.0})], [Mention(f"{zone.capitalize()} {noun}{tail}.", labels)]
     if name == "Edema":
         grade = _grade(s, ("mild", "moderate", "severe"))
-        body = _pick(
+        return _asserted(
+            name,
             rng,
             [
                 f"There is {grade} pulmonary edema.",
                 f"Perihilar haziness and vascular indistinctness are consistent with {grade} pulmonary edema.",
                 f"Pulmonary vascular congestion with {grade} interstitial edema.",
             ],
+            [f"{grade.capitalize()} pulmonary edema.", f"Findings consistent with {grade} pulmonary edema."],
         )
-        impression = _pick(
-            rng, [f"{grade.capitalize()} pulmonary edema.", f"Findings consistent with {grade} pulmonary edema."]
-        )
-        return [Mention(body, {name: 1.0})], [Mention(impression, {name: 1.0})]
     if name == "Atelectasis":
         side = finding.sides[0]
         grade = _grade(s, ("Minimal", "Mild", "Moderate"))
-        body = _pick(
+        body = pick(
             rng,
             [
                 f"{grade} plate-like atelectasis at the {side} lung base.",
@@ -183,7 +183,7 @@ def positive_mentions(finding: Finding, rng: np.random.Generator) -> tuple[list[
         labels = {name: 1.0, "Lung Opacity": 1.0} if "opacity" in body else {name: 1.0}
         return [Mention(body, labels)], [Mention(f"{grade} {side} basilar atelectasis.", {name: 1.0})]
     if name == "Enlarged Cardiomediastinum":
-        body = _pick(rng, ["The mediastinum is widened.", "The cardiomediastinal silhouette is enlarged."])
+        body = pick(rng, ["The mediastinum is widened.", "The cardiomediastinal silhouette is enlarged."])
         return [Mention(body, {name: 1.0})], [Mention("Widened mediastinum.", {name: 1.0})]
     if name == "Support Devices":
         sentences = {
@@ -193,7 +193,7 @@ def positive_mentions(finding: Finding, rng: np.random.Generator) -> tuple[list[
             "pacemaker": "Left-sided pacemaker with leads in the right atrium and right ventricle.",
         }
         body = [Mention(sentences[k].format(f"{rng.uniform(3, 6):.1f}"), {name: 1.0}) for k in finding.params["kinds"]]
-        impression = _pick(rng, ["Lines and tubes in standard position.", "Support devices in expected position."])
+        impression = pick(rng, ["Lines and tubes in standard position.", "Support devices in expected position."])
         if finding.params["kinds"] == ("pacemaker",):
             impression = "Pacemaker leads in standard position."
         return body, [Mention(impression, {name: 1.0})]
@@ -219,7 +219,7 @@ def uncertain_mention(finding: Finding, rng: np.random.Generator) -> Mention:
         "Edema": ["Possible mild interstitial edema.", "Mild pulmonary edema cannot be excluded."],
         "Atelectasis": [f"{side.capitalize()} basilar opacity may reflect atelectasis."],
     }
-    text = _pick(rng, options[name])
+    text = pick(rng, options[name])
     labels = {name: -1.0}
     if "opacity" in text:
         labels["Lung Opacity"] = 1.0
@@ -261,11 +261,6 @@ NORMAL_IMPRESSIONS = [
     "Normal chest radiograph.",
 ]
 NORMAL_LUNGS = ["The lungs are clear.", "Lungs are well expanded and clear.", "The lungs are clear bilaterally."]
-
-
-def negation(label: str, rng: np.random.Generator) -> Mention:
-    text, labels = NEGATIONS[label][int(rng.integers(len(NEGATIONS[label])))]
-    return Mention(text, dict(labels))
 
 
 # Reason-for-exam fragments, grouped by the findings they make more likely (correlated, never deterministic).
