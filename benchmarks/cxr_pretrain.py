@@ -72,7 +72,8 @@ def build_task(config: dict[str, Any]) -> Any:
     from medcl.tasks.cogaze import CoGazePretraining
 
     torch.manual_seed(0)
-    return CoGazePretraining(config["model"], model_overrides=config["overrides"], disease_counts=[50] * 14, lr=1e-4)
+    return CoGazePretraining(config["model"], model_overrides=config["overrides"], disease_counts=[50] * 14,
+                             optimizer={"lr": 1e-4})  # fmt: skip
 
 
 def autocast(device: torch.device, precision: str) -> Any:

@@ -57,7 +57,7 @@ def run_one(args: argparse.Namespace, variant: str, seed: int, data: Any) -> dic
 
     seed_everything(seed, workers=True)
     options = merge({"model_overrides": SMALL_MODEL}, VARIANTS[variant])
-    task = CoGazePretraining("cogaze-small", lr=args.lr, warmup_steps=10, figures=False, **options)
+    task = CoGazePretraining("cogaze-small", optimizer={"lr": args.lr, "warmup_steps": 10}, figures=False, **options)
     trainer = Trainer(
         max_steps=args.steps,
         max_time={"minutes": args.max_minutes},

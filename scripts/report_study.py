@@ -58,8 +58,9 @@ def pretrain(args: argparse.Namespace, seed: int, root: Path) -> Path:
         return path
     seed_everything(seed, workers=True)
     data = CXRDataModule(args.manifest, image_size=args.image_size, batch_size=32, num_workers=0, cache="memory")
-    task = ImageTextPretraining("clip-cxr-demo", lr=5e-4, warmup_steps=10, lr_multipliers={"model.text_encoder": 0.1},
-                                model_overrides={"text": GENERATOR["backbone_overrides"]["text"]})  # fmt: skip
+    optimizer = {"lr": 5e-4, "warmup_steps": 10, "lr_multipliers": {"model.text_encoder": 0.1}}
+    task = ImageTextPretraining("clip-cxr-demo", model_overrides={"text": GENERATOR["backbone_overrides"]["text"]},
+                                optimizer=optimizer)  # fmt: skip
     trainer = _trainer(args, args.pretrain_epochs, root)
     trainer.fit(task, datamodule=data)
     trainer.save_checkpoint(path)
@@ -84,8 +85,9 @@ def generate(args: argparse.Namespace, seed: int, checkpoint: Path | None, root:
     seed_everything(seed, workers=True)
     overrides = {**GENERATOR, "finding_prompt": args.finding_prompt,
                  **({"checkpoint": str(checkpoint)} if checkpoint else {})}  # fmt: skip
-    task = ReportGeneration("report-gen-demo", model_overrides=overrides, lr=args.lr, num_beams=args.beams,
-                            max_new_tokens=80, val_max_reports=0, output_dir=str(root))  # fmt: skip
+    task = ReportGeneration("report-gen-demo", model_overrides=overrides, optimizer={"lr": args.lr},
+                            num_beams=args.beams, max_new_tokens=80, val_max_reports=0,
+                            output_dir=str(root))  # fmt: skip
     data = report_data(args)
     trainer = _trainer(args, args.epochs, root)
     trainer.fit(task, datamodule=data)

@@ -44,6 +44,7 @@ COMMON = {"pixdim": (1.5, 1.5, 2.5), "intensity_range": (-175.0, 250.0), "num_wo
 # Pretraining sees 64 x 64 x 32 volumes (a 2 x 2 VoCo grid of 32^3 bases); fine-tuning trains on whole 48 x 48 x 32
 # volumes (one window), which learns far more per CPU-second than 32^3 patches.
 PRETRAIN_SIZE, SEG_SIZE = (64, 64, 32), (48, 48, 32)
+PRETRAIN_OPTIMIZER = {"lr": 1e-3, "warmup_steps": 10}
 
 
 class Progress(Callback):
@@ -105,13 +106,13 @@ def pretrain(kind: str, manifest: Path, steps: int, model: str, overrides: dict,
             **COMMON,
         )
         task = VoCoPretraining(
-            model=model, model_overrides=overrides, hidden_dim=256, embed_dim=256, lr=1e-3, warmup_steps=10
+            model=model, model_overrides=overrides, hidden_dim=256, embed_dim=256, optimizer=PRETRAIN_OPTIMIZER
         )
     else:
         data = VolumeViewsDataModule(
             str(manifest), roi_size=(32, 32, 32), val_split=None, batch_size=3, spatial_size=PRETRAIN_SIZE, **COMMON
         )
-        task = SimCLR3DPretraining(model=model, model_overrides=overrides, embed_dim=128, lr=1e-3, warmup_steps=10)
+        task = SimCLR3DPretraining(model=model, model_overrides=overrides, embed_dim=128, optimizer=PRETRAIN_OPTIMIZER)
     start = time.perf_counter()
     fit = trainer(steps, out)
     fit.fit(task, datamodule=data)
@@ -152,8 +153,7 @@ def finetune(
         init_from=str(init) if init else None,
         roi_size=SEG_SIZE,
         sw_overlap=0.25,
-        lr=3e-3,
-        warmup_steps=10,
+        optimizer={"lr": 3e-3, "warmup_steps": 10},
         compute_hd95=True,
         overlay_every_n_epochs=0,
     )

@@ -28,7 +28,7 @@ from seg_study import COMMON, PRETRAIN_SIZE, trainer
 
 from medcl.data.volume import VolumeViewsDataModule
 from medcl.models.heads import ProjectionHead
-from medcl.tasks.optim import build_optimizer
+from medcl.tasks.optim import OptimizerConfig, build_optimizer
 from medcl.tasks.ssl3d import SimCLR3DPretraining
 
 LR = 1e-3
@@ -40,7 +40,7 @@ def build(manifest: str, head: str) -> tuple[VolumeViewsDataModule, SimCLR3DPret
         manifest, roi_size=(32, 32, 32), val_split=None, batch_size=3, spatial_size=PRETRAIN_SIZE, **COMMON
     )
     task = SimCLR3DPretraining(model="unet3d-small", model_overrides={"features": [8, 16, 32, 64, 128, 16]},
-                               embed_dim=128, lr=LR, schedule="constant")  # fmt: skip
+                               embed_dim=128, optimizer={"lr": LR, "schedule": "constant"})  # fmt: skip
     task.projection = ProjectionHead(task.encoder.out_dim, 128, head)
     return data, task
 
@@ -48,8 +48,7 @@ def build(manifest: str, head: str) -> tuple[VolumeViewsDataModule, SimCLR3DPret
 def plain_loop(manifest: str, head: str, steps: int) -> list[float]:
     data, task = build(manifest, head)
     data.setup("fit")
-    settings = {"lr": LR, "weight_decay": task.hparams.weight_decay, "lr_multipliers": None, "schedule": "constant"}
-    optimizer = build_optimizer(task, **settings, warmup_steps=0, total_steps=steps, monitor="")["optimizer"]
+    optimizer = build_optimizer(task, OptimizerConfig(**task.hparams.optimizer), total_steps=steps)["optimizer"]
     losses: list[float] = []
     while len(losses) < steps:
         for batch in data.train_dataloader():

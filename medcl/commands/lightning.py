@@ -21,7 +21,7 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from medcl.errors import ConfigError
+from medcl.errors import ConfigError, MedclError
 from medcl.tasks.checkpoint import AtomicCheckpointIO, read_checkpoint
 from medcl.tasks.guards import POLICIES, NonFiniteGuard
 from medcl.tracking import (
@@ -160,6 +160,15 @@ def lightning_main(args: list[str], run: bool = True) -> MedclCLI:
     except argparse.ArgumentError as err:
         message = " ".join(str(err).split())
         raise ConfigError(f"{message} (medcl {args[0] if args else 'fit'} --help lists the options)") from None
+    except ValueError as err:
+        # jsonargparse wraps what a class raises while it is built from the config (a task's ConfigError for an
+        # unknown optimizer setting or a loss outside medcl) into a union-type error: surface medcl's own sentence.
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, MedclError):
+            cause = cause.__cause__
+        if cause is None:
+            raise
+        raise cause from None
 
 
 def _subcommand(name: str) -> Any:

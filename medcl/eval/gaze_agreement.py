@@ -15,14 +15,60 @@ space, so a baseline trained without gaze is scored with the same formula.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, NamedTuple
 
 import torch
 import torch.nn.functional as F
 from monai.metrics import compute_roc_auc
 from torch import Tensor
 
+from medcl.errors import ConfigError
+
 TOP_K_RATIO = 0.25
+
+
+class GazeInputs(NamedTuple):
+    """The gaze side of a CXR batch, for the items that have gaze (B' of them), S sentence slots each.
+
+    Slot 0 is the whole transcript with the full-reading map, then one slot per dictated sentence.
+    """
+
+    sentences: Tensor  # (B', S, D) unnormalised sentence embeddings (zeros in empty slots)
+    targets: Tensor  # (B', S, P) gaze maps pooled to the patch grid, each a distribution (zeros in empty slots)
+    mask: Tensor  # (B', S) bool, True for real slots
+    items: Tensor  # (B',) index of each item in the batch
+    texts: list[list[str]]  # (B', S) slot texts (empty strings in empty slots)
+
+
+def patch_grid(num_patches: int) -> tuple[int, int]:
+    """Square token grid of a square input (MONAI ResNet feature maps, ViT/DINOv2 patches)."""
+    side = math.isqrt(num_patches)
+    if side * side != num_patches:
+        raise ConfigError(f"gaze guidance needs a square patch grid; the image encoder gave {num_patches} tokens")
+    return side, side
+
+
+def gaze_inputs(batch: Mapping[str, Any], patches: Tensor, encode_text: Callable[[list[str]], Tensor]) -> GazeInputs:
+    """Sentence embeddings and patch-grid gaze targets of a :class:`~medcl.data.cxr.CXRDataModule` batch with gaze.
+
+    patches: (B, P, D) the image tokens the sentences are compared with; ``encode_text`` embeds a list of strings.
+    """
+    present = batch["gaze_present"].bool().cpu()
+    sentence_mask = batch["gaze_sentence_mask"].bool().cpu()
+    mask = torch.cat([present[:, None], sentence_mask], dim=1)
+    items = mask.any(dim=1).nonzero().flatten()
+    mask = mask[items]
+    texts = [[batch["gaze_text"][i], *batch["gaze_sentence_text"][i]] for i in items.tolist()]
+    texts = [row + [""] * (mask.shape[1] - len(row)) for row in texts]
+    sentences = patches.new_zeros((len(items), mask.shape[1], patches.shape[-1]))
+    if bool(mask.any()):
+        flat = [texts[b][s] for b, s in mask.nonzero().tolist()]
+        sentences[mask.to(patches.device)] = encode_text(flat).to(patches.dtype)
+    maps = torch.cat([batch["gaze"], batch["gaze_sentences"]], dim=1)[items.to(patches.device)]
+    targets = heatmaps_to_patch_grid(maps, patch_grid(patches.shape[1])) * mask.to(maps.device)[..., None]
+    return GazeInputs(sentences, targets, mask.to(patches.device), items.to(patches.device), texts)
 
 
 def heatmaps_to_patch_grid(heatmaps: Tensor, grid: tuple[int, int], eps: float = 1e-8) -> Tensor:
@@ -73,8 +119,40 @@ def agreement_per_pair(attention: Tensor, gaze: Tensor, eps: float = 1e-8) -> di
     return {"auc": auc, "kl": kl.cpu(), "hit": hit.cpu()}
 
 
-def summarize(per_pair: Mapping[str, Tensor], prefix: str = "gaze_") -> dict[str, float]:
-    """Means (NaN-aware) and the number of pairs scored, as metric names ``gaze_auc``, ``gaze_kl``, ..."""
-    metrics = {f"{prefix}{name}": float(values[~values.isnan()].mean()) for name, values in per_pair.items()}
-    metrics[f"{prefix}pairs"] = float(len(next(iter(per_pair.values()))))
-    return metrics
+def sentence_agreement(
+    gaze: GazeInputs, patches: Tensor, logit_scale: float
+) -> tuple[dict[str, Tensor], Tensor, Tensor, Tensor] | None:
+    """Agreement of the attention of every dictated sentence (slot 0, the whole reading, is not scored).
+
+    patches: (B', P, D) the tokens of ``gaze.items``. Returns the per-pair results of :func:`agreement_per_pair`,
+    the (M, P) attention, and for each of the M sentences its row in ``gaze`` and its slot; None without sentences.
+    """
+    mask = gaze.mask.clone()
+    mask[:, 0] = False
+    if not bool(mask.any()):
+        return None
+    rows, slots = mask.nonzero(as_tuple=True)
+    attention = sentence_patch_attention(gaze.sentences[rows, slots], patches[rows], logit_scale)
+    return agreement_per_pair(attention, gaze.targets[rows, slots]), attention, rows, slots
+
+
+def agreement_totals(pairs: Iterable[Mapping[str, Tensor]]) -> Tensor:
+    """(5,) float64 sums over :func:`agreement_per_pair` results: AUC over defined pairs, their count, KL, hits and
+    pairs. Sums add up across batches and DDP ranks; :func:`summarize` turns them into means."""
+    totals = torch.zeros(5, dtype=torch.float64)
+    for p in pairs:
+        finite = ~p["auc"].isnan()
+        totals += torch.tensor(
+            [p["auc"][finite].sum(), finite.sum(), p["kl"].sum(), p["hit"].sum(), len(p["kl"])], dtype=torch.float64
+        )
+    return totals
+
+
+def summarize(totals: Tensor, prefix: str = "gaze_") -> dict[str, float]:
+    """Means of :func:`agreement_totals` and the number of pairs (``gaze_auc``, ``gaze_kl``, ``gaze_hit``,
+    ``gaze_pairs``); AUC is NaN where no pair defines one; empty without pairs."""
+    auc, defined, kl, hit, pairs = (float(value) for value in totals)
+    if pairs == 0:
+        return {}
+    means = {"auc": auc / defined if defined else math.nan, "kl": kl / pairs, "hit": hit / pairs, "pairs": pairs}
+    return {prefix + name: value for name, value in means.items()}

@@ -7,7 +7,8 @@ transpose them back so images appear as stored. Patch maps are row-major over th
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 
 import matplotlib
 
@@ -18,6 +19,8 @@ import torch.nn.functional as F
 from matplotlib.figure import Figure
 from monai.visualize.utils import blend_images
 from torch import Tensor
+
+from medcl.eval.retrieval import first_per_group
 
 
 def close(figure: Figure) -> None:
@@ -110,6 +113,53 @@ def retrieval_examples_figure(
     return figure
 
 
+def top_reports(embeddings: Mapping[str, Tensor], queries: int, k: int = 3) -> list[list[tuple[int, bool]]]:
+    """For the first ``queries`` images: the top-k reports, one per study, as (row, same study as the query).
+
+    embeddings: normalised ``image``, ``text`` (N, D) and ``group`` (N,) study ids, row i = item i.
+    """
+    keep = first_per_group(embeddings["group"])
+    top = (embeddings["image"][:queries] @ embeddings["text"][keep].T).topk(min(k, len(keep)), dim=1).indices
+    groups = embeddings["group"]
+    return [[(int(keep[j]), bool(groups[keep[j]] == groups[q])) for j in row] for q, row in enumerate(top.tolist())]
+
+
+@dataclass
+class ExampleFigures:
+    """What a test run shows as figures, collected batch by batch (bounded), and the figures themselves."""
+
+    max_queries: int = 4
+    max_gaze: int = 8
+    texts: list[str] = field(default_factory=list)  # every report, in the order of the embeddings
+    query_images: list[Tensor] = field(default_factory=list)
+    gaze: dict[str, list] = field(default_factory=lambda: {"image": [], "sentence": [], "attention": [], "gaze": []})
+
+    def add_batch(self, images: Tensor, texts: Sequence[str]) -> None:
+        self.texts.extend(texts)
+        self.query_images.extend(images[: self.max_queries - len(self.query_images)].detach().float().cpu())
+
+    def add_gaze(self, images: Tensor, sentences: Sequence[str], attention: Tensor, gaze: Tensor) -> None:
+        """(M, C, W, H) images, their M sentences, (M, P) attention and gaze distributions."""
+        room = max(0, self.max_gaze - len(self.gaze["image"]))
+        self.gaze["sentence"].extend(sentences[:room])
+        for key, values in (("image", images), ("attention", attention), ("gaze", gaze)):
+            self.gaze[key].extend(values[:room].detach().float().cpu())
+
+    def figures(self, embeddings: Mapping[str, Tensor], label_names: Sequence[str]) -> dict[str, Figure]:
+        """``gaze_overlays`` (when gaze was collected), ``embedding_map`` and ``retrieval_examples`` (when the
+        collected reports are those of ``embeddings``: normalised ``image``, ``text``, ``group``, ``labels``)."""
+        figures = {}
+        if self.gaze["image"]:
+            figures["gaze_overlays"] = gaze_overlay_figure(**self.gaze)
+        figures["embedding_map"] = embedding_map_figure(embeddings["image"], embeddings["labels"], label_names)
+        if self.query_images and len(self.texts) == len(embeddings["image"]):
+            top = top_reports(embeddings, len(self.query_images))
+            retrieved = [[(self.texts[j], same) for j, same in row] for row in top]
+            own = self.texts[: len(self.query_images)]
+            figures["retrieval_examples"] = retrieval_examples_figure(self.query_images, own, retrieved)
+        return figures
+
+
 def probe_curve_figure(results: dict[float, dict[str, float]]) -> Figure:
     """Linear-probe mean AUROC against the fraction of training labels used."""
     fractions = sorted(results)
@@ -127,10 +177,12 @@ def probe_curve_figure(results: dict[float, dict[str, float]]) -> Figure:
 
 
 __all__ = [
+    "ExampleFigures",
     "close",
     "embedding_map_figure",
     "gaze_overlay_figure",
     "heatmap_overlay",
     "probe_curve_figure",
     "retrieval_examples_figure",
+    "top_reports",
 ]

@@ -9,10 +9,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medcl.errors import ConfigError
 from medcl.losses.distributed import check_equal_batch_sizes, gather_features, gather_no_grad, world_info
 from medcl.losses.temperature import clamped_scale, register_logit_scale
-from medcl.losses.validation import check_feature_pair, check_ids, check_logit_scale_bounds
+from medcl.losses.validation import check_chunk_size, check_feature_pair, check_ids, check_logit_scale_bounds
 
 
 @dataclass(frozen=True)
@@ -162,8 +161,7 @@ class ClipLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_logit_scale_bounds("ClipLoss", temperature, max_logit_scale)
-        if chunk_size is not None and chunk_size < 1:
-            raise ConfigError(f"ClipLoss chunk_size must be a positive integer or None, got {chunk_size}")
+        check_chunk_size("ClipLoss", chunk_size)
         self.learnable_temperature = learnable_temperature
         self.max_logit_scale = max_logit_scale
         self.normalize = normalize

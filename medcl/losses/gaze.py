@@ -64,6 +64,11 @@ class GazeAlignmentLoss(nn.Module):
             f"top_k_ratio={self.top_k_ratio}, text_to_image_weight={self.text_to_image_weight}, eps={self.eps}"
         )
 
+    @property
+    def temperature(self) -> float:
+        """Current temperature 1 / exp(clamped logit_scale) (the sentence->patch attention's)."""
+        return 1.0 / float(clamped_scale(self.logit_scale.detach(), self.max_logit_scale))
+
     def forward(
         self,
         sentence_features: Tensor,

@@ -9,10 +9,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from medcl.errors import ConfigError
 from medcl.losses.distributed import check_equal_batch_sizes, gather_no_grad, gather_with_grad, world_info
 from medcl.losses.temperature import clamped_scale, register_logit_scale
-from medcl.losses.validation import check_feature_pair, check_ids, check_logit_scale_bounds
+from medcl.losses.validation import check_chunk_size, check_feature_pair, check_ids, check_logit_scale_bounds
 
 
 class SigLipLoss(nn.Module):
@@ -45,8 +44,7 @@ class SigLipLoss(nn.Module):
     ) -> None:
         super().__init__()
         check_logit_scale_bounds("SigLipLoss", temperature, max_logit_scale)
-        if chunk_size is not None and chunk_size < 1:
-            raise ConfigError(f"SigLipLoss chunk_size must be a positive integer or None, got {chunk_size}")
+        check_chunk_size("SigLipLoss", chunk_size)
         self.learnable = learnable
         self.max_logit_scale = max_logit_scale
         self.normalize = normalize

@@ -13,6 +13,12 @@ def check_positive(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be > 0, got {value}")
 
 
+def check_chunk_size(owner: str, chunk_size: int | None) -> None:
+    """ConfigError unless ``chunk_size`` is None (no chunking) or a positive integer."""
+    if chunk_size is not None and chunk_size < 1:
+        raise ConfigError(f"{owner} chunk_size must be a positive integer or None, got {chunk_size}")
+
+
 def check_feature_pair(first: Tensor, second: Tensor) -> None:
     """ValueError unless both are (B, D) with the same shape."""
     if first.ndim != 2 or first.shape != second.shape:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -86,8 +88,12 @@ class VoCoLoss(nn.Module):
         teacher_base_features: Tensor | None = None,
     ) -> Tensor:
         """See the class docstring. Returns a scalar."""
-        parts = self.terms(crop_features, base_features, overlap, teacher_crop_features, teacher_base_features)
-        return parts["position"] + parts["negative"] + self.regularization_weight * parts["regularization"]
+        terms = self.terms(crop_features, base_features, overlap, teacher_crop_features, teacher_base_features)
+        return self.total(terms)
+
+    def total(self, terms: Mapping[str, Tensor]) -> Tensor:
+        """The loss from its :meth:`terms` (so a caller that logs the terms does not recombine them itself)."""
+        return terms["position"] + terms["negative"] + self.regularization_weight * terms["regularization"]
 
 
 def _assign(crops: Tensor, bases: Tensor) -> Tensor:

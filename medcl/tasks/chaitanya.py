@@ -16,13 +16,12 @@ The network is a 2D MONAI BasicUNet (``unet2d-small``; ``in_channels = 2k + 1`` 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from medcl.errors import ConfigError
-from medcl.losses import GlobalPartitionLoss, LocalRegionLoss
 from medcl.models.heads import ProjectionHead
 from medcl.models.volume import (
     UNetEncoder,
@@ -41,30 +40,29 @@ class ChaitanyaPretraining(EncoderPretraining):
     Args:
         model, model_overrides: a 2D ``basic_unet`` network config.
         stage: ``global`` or ``local``.
-        global_loss, local_loss: default ``GlobalPartitionLoss("partition_positive", 0.1)`` and
-            ``LocalRegionLoss("same_image", 0.1)``.
+        global_loss, local_loss: loss specs of the two stages (default ``medcl.losses.GlobalPartitionLoss`` and
+            ``medcl.losses.LocalRegionLoss`` with their defaults: ``partition_positive`` / ``same_image``, 0.1).
         embed_dim: projection width (128 in the paper).
         decoder_blocks: how many decoder up-sampling blocks feed the local loss (1..4).
         init_from: checkpoint whose encoder initialises this stage (the global stage's, for ``local``).
+        optimizer: see :class:`~medcl.tasks.voco.EncoderPretraining` (default lr 1e-3).
     """
+
+    optimizer_defaults: ClassVar[Mapping[str, Any]] = {**EncoderPretraining.optimizer_defaults, "lr": 1e-3}
 
     def __init__(
         self,
         model: str = "unet2d-small",
         model_overrides: dict[str, Any] | None = None,
         stage: str = "global",
-        global_loss: nn.Module | None = None,
-        local_loss: nn.Module | None = None,
+        global_loss: dict[str, Any] | None = None,
+        local_loss: dict[str, Any] | None = None,
         embed_dim: int = 128,
         decoder_blocks: int = 3,
         init_from: str | None = None,
-        lr: float = 1e-3,
-        weight_decay: float = 1e-5,
-        schedule: str = "cosine",
-        warmup_steps: int = 0,
+        optimizer: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(model, model_overrides, lr, weight_decay, schedule, warmup_steps)
-        self.save_hyperparameters(ignore=["global_loss", "local_loss"])
+        super().__init__(model, model_overrides, optimizer)
         if stage not in ("global", "local"):
             raise ConfigError(f"stage must be 'global' or 'local', got {stage!r}")
         if not 1 <= decoder_blocks <= 4:
@@ -79,14 +77,16 @@ class ChaitanyaPretraining(EncoderPretraining):
             print(f"encoder initialised from {init_from}:\n{format_report(report)}")
         if stage == "global":
             self.projection: nn.Module = ProjectionHead(self.encoder.out_dim, embed_dim, "mlp")
-            self.contrast = global_loss if global_loss is not None else GlobalPartitionLoss("partition_positive", 0.1)
+            self.contrast = self.build_loss(
+                "global_loss", global_loss, {"class_path": "medcl.losses.GlobalPartitionLoss"}
+            )
         else:
             self.encoder.requires_grad_(False)
             width = self._decoder_width(decoder_blocks)
             self.projection = nn.Sequential(
                 nn.Conv2d(width, width, 1), nn.ReLU(inplace=True), nn.Conv2d(width, embed_dim, 1)
             )
-            self.contrast = local_loss if local_loss is not None else LocalRegionLoss("same_image", 0.1)
+            self.contrast = self.build_loss("local_loss", local_loss, {"class_path": "medcl.losses.LocalRegionLoss"})
 
     def _decoder_width(self, blocks: int) -> int:
         upcat = getattr(self.network, f"upcat_{5 - blocks}")

@@ -31,17 +31,13 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from medcl.errors import InvalidInputError
+from medcl.losses import LOSSES
 from medcl.tasks import _EXPORTS as TASK_MODULES
 
 # The only instantiator LightningCLI records; Lightning itself allows nothing else either.
 INSTANTIATORS = ("lightning.pytorch.cli.instantiate_module", "pytorch_lightning.cli.instantiate_module")
-# Classes a medcl checkpoint may name besides the tasks: the losses a task is configured with, and the datamodules
-# whose hyper-parameters Lightning stores next to the task's.
-LOSS_NAMES = (
-    "AlignUniformLoss", "ClassBalancedBCELoss", "ClipLoss", "DCLLoss", "DCLWLoss", "GazeAlignmentLoss",
-    "GlobalPartitionLoss", "LocalRegionLoss", "MVDHELLoss", "MVInfoNCELoss", "MoCHiLoss", "NTXentLoss", "SigLipLoss",
-    "SupConLoss", "VoCoLoss",
-)  # fmt: skip
+# Classes a medcl checkpoint may name besides the tasks: the losses a task is configured with (the allow-list that
+# medcl.losses.build_loss enforces), and the datamodules whose hyper-parameters Lightning stores next to the task's.
 DATAMODULES = {
     "CXRDataModule": "medcl.data.cxr",
     "ReportDataModule": "medcl.data.report",
@@ -62,9 +58,7 @@ def _class_paths(names: Mapping[str, str], package: str) -> dict[str, str]:
 
 
 TASK_CLASS_PATHS = _class_paths(TASK_MODULES, "medcl.tasks")
-ALLOWED_CLASS_PATHS = frozenset(
-    [*TASK_CLASS_PATHS, *(f"medcl.losses.{n}" for n in LOSS_NAMES), *_class_paths(DATAMODULES, "medcl.data")]
-)
+ALLOWED_CLASS_PATHS = frozenset([*TASK_CLASS_PATHS, *LOSSES, *_class_paths(DATAMODULES, "medcl.data")])
 
 
 def _named_classes(value: Any, where: str = "") -> Iterator[tuple[str, Any]]:

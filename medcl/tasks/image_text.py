@@ -3,28 +3,28 @@
 Per step: images and report texts are embedded by the model's two towers and the contrastive loss (any
 ``medcl.losses`` image-text loss, ClipLoss by default) is applied; with ``same_study_positives`` all images of one
 study are positives for its report (CoGaze's hybrid positives). Validation and test compute the loss plus the
-evaluations the field reports: zero-shot AUROC per class from prompt ensembles, image<->text Recall@K (same
-study) and label Precision@K on the 5x200-style single-finding subset.
+evaluations the field reports (:mod:`medcl.eval.image_text`): zero-shot AUROC per class from prompt ensembles,
+image<->text Recall@K (same study) and label Precision@K on the 5x200-style single-finding subset.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, ClassVar
 
 import torch
-from torch import Tensor, nn
+import torch.nn.functional as F
+from torch import Tensor
 
-from medcl.data.text.labels import CHEXPERT_LABELS
-from medcl.eval.retrieval import first_per_group, label_retrieval_metrics, retrieval_metrics
-from medcl.eval.zeroshot import PROMPTS, class_prompt_embeddings, zero_shot_auroc, zero_shot_scores
-from medcl.losses import ClipLoss
+from medcl.errors import ConfigError
+from medcl.eval.image_text import image_text_metrics
+from medcl.eval.zeroshot import PROMPTS
 from medcl.models import create_model
 from medcl.tasks.base import MedclTask
-from medcl.tasks.optim import build_optimizer
 
-# The CheXpert competition findings: the classes of the 5x200 label-retrieval set (CoGaze, MedCLIP).
-LABEL_RETRIEVAL_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
+ZERO_SHOT_CLASSES = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion", "Pneumothorax",
+                     "Lung Lesion")  # fmt: skip
 
 
 class ImageTextPretraining(MedclTask):
@@ -33,143 +33,103 @@ class ImageTextPretraining(MedclTask):
     Args:
         model: a model name from ``medcl.models.list_models()``.
         model_overrides: merged into the model's JSON config (e.g. ``{"embed_dim": 256}``).
-        loss: an image-text loss module (``class_path: medcl.losses.ClipLoss``); it may own a learnable temperature.
+        loss: an image-text loss spec (``{class_path: medcl.losses.ClipLoss, init_args: {...}}``, the default); it
+            may own a learnable temperature (then in the checkpoint's state dict).
         same_study_positives: pass study ids to the loss so all images of a study are positives.
-        lr, weight_decay, lr_multipliers: AdamW settings; multipliers by parameter-name prefix.
-        schedule, warmup_steps: ``cosine`` (per step, with warmup), ``plateau`` or ``constant``.
         zero_shot_classes: classes scored with :data:`medcl.eval.zeroshot.PROMPTS`.
-        monitor: metric for ReduceLROnPlateau (and a sensible checkpoint monitor).
+        optimizer: :class:`~medcl.tasks.optim.OptimizerConfig` settings over :attr:`optimizer_defaults`.
     """
+
+    optimizer_defaults: ClassVar[Mapping[str, Any]] = {
+        "lr": 1e-4, "weight_decay": 0.05, "monitor": "val/zeroshot_auroc_mean", "mode": "max"
+    }  # fmt: skip
+    # Metric name -> the loss attribute whose (learnable) temperature is logged per training step.
+    temperatures: ClassVar[Mapping[str, str]] = {"temperature": "loss"}
 
     def __init__(
         self,
         model: str = "clip-cxr-demo",
         model_overrides: dict[str, Any] | None = None,
-        loss: nn.Module | None = None,
+        loss: dict[str, Any] | None = None,
         same_study_positives: bool = True,
-        lr: float = 1e-4,
-        weight_decay: float = 0.05,
-        lr_multipliers: dict[str, float] | None = None,
-        schedule: str = "cosine",
-        warmup_steps: int = 0,
-        zero_shot_classes: Sequence[str] = (
-            "Atelectasis",
-            "Cardiomegaly",
-            "Consolidation",
-            "Edema",
-            "Pleural Effusion",
-            "Pneumothorax",
-            "Lung Lesion",
-        ),
-        monitor: str = "val/zeroshot_auroc_mean",
+        zero_shot_classes: Sequence[str] = ZERO_SHOT_CLASSES,
+        optimizer: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["loss"])
-        self.model = create_model(model, **(model_overrides or {}))
-        self.loss = loss if loss is not None else ClipLoss()
+        super().__init__(optimizer)
         unknown = [c for c in zero_shot_classes if c not in PROMPTS]
         if unknown:
-            raise ValueError(f"no zero-shot prompts for {unknown}; known: {sorted(PROMPTS)}")
+            raise ConfigError(f"no zero-shot prompts for {unknown}; known: {sorted(PROMPTS)}")
+        self.model = create_model(model, **(model_overrides or {}))
+        self.loss = self.build_loss("loss", loss, {"class_path": "medcl.losses.ClipLoss"})
+        self.term_weights = {"align": 1.0}  # the total loss is the weighted sum of :meth:`loss_terms`
         self._outputs: list[dict[str, Tensor]] = []
 
-    # -- training ---------------------------------------------------------------------------------------------
     def forward(self, images: Tensor) -> Tensor:
         return self.model.encode_image(images)
 
-    def _loss(self, batch: Mapping[str, Any]) -> tuple[Tensor, Tensor, Tensor]:
-        image_embeddings = self.model.encode_image(batch["image"], normalize=False)
-        text_embeddings = self.model.encode_text(batch["text"], normalize=False)
+    # -- objective --------------------------------------------------------------------------------------------
+    def model_output(self, batch: Mapping[str, Any]) -> Any:
+        """What the objective and the evaluation use: unnormalised ``image_embedding`` and ``text_embedding``."""
+        return SimpleNamespace(image_embedding=self.model.encode_image(batch["image"], normalize=False),
+                               text_embedding=self.model.encode_text(batch["text"], normalize=False))  # fmt: skip
+
+    def loss_terms(self, batch: Mapping[str, Any]) -> tuple[dict[str, Tensor], Any]:
+        """The objective's named terms and the model output."""
+        output = self.model_output(batch)
         groups = batch["group_id"] if self.hparams.same_study_positives else None
-        loss = self.loss(image_embeddings, text_embeddings, group_ids=groups)
-        return loss, image_embeddings, text_embeddings
+        return {"align": self.loss(output.image_embedding, output.text_embedding, group_ids=groups)}, output
+
+    def total_loss(self, terms: Mapping[str, Tensor]) -> Tensor:
+        return sum(self.term_weights[name] * value for name, value in terms.items())
 
     def training_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
-        loss, _, _ = self._loss(batch)
-        batch_size = len(batch["text"])
-        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
-        if hasattr(self.loss, "temperature"):
-            self.log("train/temperature", float(self.loss.temperature), on_step=True, batch_size=batch_size)
+        terms, _ = self.loss_terms(batch)
+        loss, size = self.total_loss(terms), len(batch["text"])
+        self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=size)
+        self.log_dict({f"train/loss_{k}": v.detach() for k, v in terms.items()}, on_step=True, batch_size=size)
+        for metric, attribute in self.temperatures.items():
+            if hasattr(getattr(self, attribute), "temperature"):
+                temperature = float(getattr(self, attribute).temperature)
+                self.log(f"train/{metric}", temperature, on_step=True, batch_size=size)
         return loss
 
-    def configure_optimizers(self) -> dict[str, Any]:
-        total = int(self.trainer.estimated_stepping_batches) if self.trainer else 1
-        return build_optimizer(
-            self,
-            lr=self.hparams.lr,
-            weight_decay=self.hparams.weight_decay,
-            lr_multipliers=self.hparams.lr_multipliers,
-            schedule=self.hparams.schedule,
-            warmup_steps=self.hparams.warmup_steps,
-            total_steps=total,
-            monitor=self.hparams.monitor,
-        )
-
     # -- evaluation -------------------------------------------------------------------------------------------
-    def _eval_step(self, batch: Mapping[str, Any], stage: str) -> None:
-        loss, image_embeddings, text_embeddings = self._loss(batch)
-        self.log(f"{stage}/loss", loss, on_epoch=True, batch_size=len(batch["text"]))
-        self._outputs.append(
-            {
-                "image": torch.nn.functional.normalize(image_embeddings, dim=-1).detach().cpu(),
-                "text": torch.nn.functional.normalize(text_embeddings, dim=-1).detach().cpu(),
-                "group": batch["group_id"].detach().cpu(),
-                "labels": batch["labels"].detach().cpu(),
-                "label_mask": batch["label_mask"].detach().cpu(),
-            }
-        )
-
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
+    def evaluation_step(self, batch: Mapping[str, Any], batch_idx: int, stage: str) -> Any:
+        """Logs the loss and keeps the normalised embeddings, labels (and disease-head logits) for the epoch end;
+        returns the model output."""
+        terms, output = self.loss_terms(batch)
+        self.log(f"{stage}/loss", self.total_loss(terms), on_epoch=True, batch_size=len(batch["text"]))
+        kept = {key: batch[key] for key in ("labels", "label_mask")}
+        kept.update(image=F.normalize(output.image_embedding, dim=-1), text=F.normalize(output.text_embedding, dim=-1),
+                    group=batch["group_id"])  # fmt: skip
+        if getattr(output, "image_logits", None) is not None:
+            kept["image_logits"] = output.image_logits.float()
+        self._outputs.append({k: v.detach().cpu() for k, v in kept.items()})
+        return output
 
     def on_validation_epoch_end(self) -> None:
-        self._log_evaluation("val")
+        self.log_evaluation("val")
 
     def on_test_epoch_end(self) -> None:
-        self._log_evaluation("test")
+        self.log_evaluation("test")
 
-    @torch.no_grad()
-    def evaluation_metrics(self, outputs: Sequence[Mapping[str, Tensor]]) -> tuple[dict[str, float], list[str]]:
-        """Zero-shot AUROC per class (+ mean), Recall@K and label Precision@K from collected embeddings."""
-        cat = {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
-        classes = list(self.hparams.zero_shot_classes)
-        columns = [CHEXPERT_LABELS.index(c) for c in classes]
-        positive, negative = class_prompt_embeddings(
-            lambda texts: self.model.encode_text(texts).cpu(), {c: PROMPTS[c] for c in classes}
-        )
-        # AUROC only depends on the ranking of x.p - x.n, so the softmax scale is irrelevant here.
-        scores = zero_shot_scores(cat["image"], positive, negative)
-        auroc, skipped = zero_shot_auroc(scores, cat["labels"][:, columns], cat["label_mask"][:, columns], classes)
-        metrics = {f"zeroshot_auroc_{k.lower().replace(' ', '_')}": v for k, v in auroc.items()}
-        keep = first_per_group(cat["group"])
-        metrics.update(retrieval_metrics(cat["image"], cat["text"][keep], cat["group"], cat["group"][keep]))
-        five = [CHEXPERT_LABELS.index(c) for c in LABEL_RETRIEVAL_CLASSES]
-        metrics.update(
-            label_retrieval_metrics(
-                cat["image"], cat["text"], cat["group"], cat["labels"][:, five], cat["label_mask"][:, five]
-            )
-        )
-        return metrics, skipped
+    def evaluation_metrics(self, outputs: Mapping[str, Tensor]) -> tuple[dict[str, float], list[str]]:
+        """Metrics of :func:`medcl.eval.image_text.image_text_metrics` on the epoch's (whole-split) outputs."""
+        return image_text_metrics(outputs, self.hparams.zero_shot_classes, lambda t: self.model.encode_text(t).cpu())
 
-    def _log_evaluation(self, stage: str) -> None:
+    def log_evaluation(self, stage: str) -> dict[str, Tensor] | None:
+        """Logs the epoch's metrics (every rank's outputs gathered); returns those outputs, None when none."""
         outputs, self._outputs = self._outputs, []
         if not outputs or self.trainer.sanity_checking:
-            return
-        outputs = self.all_gather_outputs(outputs)
-        metrics, skipped = self.evaluation_metrics(outputs)
+            return None
+        gathered = {k: torch.cat([o[k] for o in outputs]) for k in outputs[0]}
+        if self.trainer.world_size > 1:  # the distributed sampler gives every rank the same number of items
+            gathered = {k: self.all_gather(v.to(self.device)).flatten(0, 1).cpu() for k, v in gathered.items()}
+        with torch.no_grad():
+            metrics, skipped = self.evaluation_metrics(gathered)
         if skipped:
             self.print(f"{stage}: zero-shot AUROC skipped for {skipped} (only one label value present)")
         # Logged even when undefined (NaN) so a checkpoint monitor on it never finds the key missing.
         metrics.setdefault("zeroshot_auroc_mean", float("nan"))
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=False)
-
-    def all_gather_outputs(self, outputs: list[dict[str, Tensor]]) -> list[dict[str, Tensor]]:
-        """Collect every rank's embeddings so metrics are computed on the whole split."""
-        if self.trainer.world_size == 1:
-            return outputs
-        gathered = []
-        for output in outputs:
-            gathered.append({k: self.all_gather(v.to(self.device)).flatten(0, 1).cpu() for k, v in output.items()})
         return gathered

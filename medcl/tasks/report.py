@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pandas as pd
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from medcl.data.text.labeler import label_reports
 from medcl.data.text.reports import flatten_structured_report, structure_report
@@ -25,7 +25,6 @@ from medcl.eval.report import score_reports
 from medcl.models import create_model
 from medcl.models.report_generator import GENERATION_SETTINGS, ReportGenerator
 from medcl.tasks.base import MedclTask
-from medcl.tasks.optim import build_optimizer
 from medcl.tracking import mlflow_logger
 
 
@@ -35,10 +34,10 @@ class ReportGeneration(MedclTask):
     Args:
         model: a ``report_generator`` model name (``report-gen-demo``, ``report-gen-distilgpt2``).
         model_overrides: merged into its JSON config (e.g. ``{"checkpoint": "pretrain/last.ckpt"}``).
-        lr: learning rate of new parameters (projections, cross-attention, random decoder).
-        pretrained_lr_multiplier: factor for pretrained weights (contrastive backbone, distilgpt2 self-attention);
-            MLRG/CoGaze use 5e-5 vs 5e-4, i.e. 0.1.
-        contrastive_weight, contrastive_loss: CoCa term (0 disables; default loss ClipLoss).
+        pretrained_lr_multiplier: factor on ``optimizer.lr`` (the rate of new parameters: projections,
+            cross-attention, a random decoder) for pretrained weights (contrastive backbone, distilgpt2
+            self-attention); MLRG/CoGaze use 5e-5 vs 5e-4, i.e. 0.1.
+        contrastive_weight, contrastive_loss: CoCa term (0 disables) and its loss spec (default ClipLoss).
         structured: train on and generate per-organ structured reports (scored after flattening).
         num_beams, max_new_tokens, min_new_tokens, length_penalty, no_repeat_ngram_size: generation controls.
         max_length: training truncation in tokens.
@@ -46,19 +45,20 @@ class ReportGeneration(MedclTask):
         chexbert, chexbert_bert: CheXbert weights for clinical efficacy (default: rule-based proxy).
         val_max_reports: studies generated per validation (0 disables generation in validation).
         output_dir: where generated-report CSVs go (default: the trainer's ``default_root_dir``).
+        optimizer: :class:`~medcl.tasks.optim.OptimizerConfig` settings over :attr:`optimizer_defaults`.
     """
+
+    optimizer_defaults: ClassVar[Mapping[str, Any]] = {
+        "lr": 5e-4, "weight_decay": 0.01, "monitor": "val/BLEU_4", "mode": "max"
+    }  # fmt: skip
 
     def __init__(
         self,
         model: str = "report-gen-demo",
         model_overrides: dict[str, Any] | None = None,
-        lr: float = 5e-4,
         pretrained_lr_multiplier: float = 0.1,
-        weight_decay: float = 0.01,
-        schedule: str = "cosine",
-        warmup_steps: int = 0,
         contrastive_weight: float = 0.0,
-        contrastive_loss: nn.Module | None = None,
+        contrastive_loss: dict[str, Any] | None = None,
         structured: bool = False,
         num_beams: int = 3,
         max_new_tokens: int = 100,
@@ -71,15 +71,13 @@ class ReportGeneration(MedclTask):
         chexbert_bert: str = "bert-base-uncased",
         val_max_reports: int = 64,
         output_dir: str | None = None,
-        monitor: str = "val/BLEU_4",
+        optimizer: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters(ignore=["contrastive_loss"])
+        super().__init__(optimizer)
         self.model: ReportGenerator = create_model(model, **(model_overrides or {}))
         if contrastive_weight > 0:
-            from medcl.losses import ClipLoss
-
-            self.contrastive_loss = contrastive_loss or ClipLoss()
+            default = {"class_path": "medcl.losses.ClipLoss"}
+            self.contrastive_loss = self.build_loss("contrastive_loss", contrastive_loss, default)
         self._chexbert: CheXbertLabeler | None = None
         self._generated: list[dict[str, str]] = []
         self._prompt_codes: list[Tensor] = []  # the diagnosis-prompt head's codes per evaluated batch
@@ -121,19 +119,9 @@ class ReportGeneration(MedclTask):
         self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=size)
         return loss
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def lr_multipliers(self) -> dict[str, float]:
         multiplier = self.hparams.pretrained_lr_multiplier
-        prefixes = self.model.pretrained_prefixes(owner="model.")
-        return build_optimizer(
-            self,
-            lr=self.hparams.lr,
-            weight_decay=self.hparams.weight_decay,
-            lr_multipliers={p: multiplier for p in prefixes},
-            schedule=self.hparams.schedule,
-            warmup_steps=self.hparams.warmup_steps,
-            total_steps=int(self._trainer.estimated_stepping_batches) if self._trainer is not None else 1,
-            monitor=self.hparams.monitor,
-        )
+        return {prefix: multiplier for prefix in self.model.pretrained_prefixes(owner="model.")}
 
     # -- generation -------------------------------------------------------------------------------------------
     def generate(self, batch: Mapping[str, Any], **overrides: Any) -> list[str] | tuple[list[str], Tensor]:
@@ -141,7 +129,7 @@ class ReportGeneration(MedclTask):
         settings = {k: self.hparams[k] for k in GENERATION_SETTINGS}
         return self.model.generate(**self._inputs(batch), **{**settings, **overrides})
 
-    def _eval_step(self, batch: Mapping[str, Any], stage: str) -> None:
+    def evaluation_step(self, batch: Mapping[str, Any], batch_idx: int, stage: str) -> None:
         self._losses(batch, stage)
         limit = self.hparams.val_max_reports if stage == "val" else None
         if limit is not None and len(self._generated) >= limit:
@@ -153,12 +141,6 @@ class ReportGeneration(MedclTask):
             generated = self.generate(batch)
         for study, reference, text in zip(batch["study_id"], batch["text"], generated):
             self._generated.append({"study_id": str(study), "reference": reference, "generated": text})
-
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "val")
-
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, "test")
 
     def on_validation_epoch_start(self) -> None:
         self._generated, self._prompt_codes = [], []

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from monai.inferers import sliding_window_inference
@@ -30,7 +30,6 @@ from medcl.data.transforms import NeighbourSlices
 from medcl.errors import ConfigError, InvalidInputError
 from medcl.models.volume import create_network, encoder_of, format_report, input_channels, load_encoder_weights
 from medcl.tasks.base import MedclTask
-from medcl.tasks.optim import build_optimizer
 from medcl.tracking import mlflow_logger
 
 log = logging.getLogger(__name__)
@@ -47,10 +46,15 @@ class Segmentation(MedclTask):
         init_from: checkpoint to initialise the encoder from (see the module docstring); None trains from scratch.
         init_scope, min_matched_fraction: see :func:`medcl.models.volume.load_encoder_weights`.
         roi_size, sw_batch_size, sw_overlap: sliding-window inference (roi = the training patch size).
-        lr, weight_decay, encoder_lr_multiplier, schedule, warmup_steps: AdamW; the encoder can learn slower.
+        encoder_lr_multiplier: factor on ``optimizer.lr`` for the encoder's modules (it can learn slower).
         compute_hd95: also compute HD95 (in voxels of the preprocessed grid) during validation.
         overlay_every_n_epochs: 0 disables MLflow overlays.
+        optimizer: :class:`~medcl.tasks.optim.OptimizerConfig` settings over :attr:`optimizer_defaults`.
     """
+
+    optimizer_defaults: ClassVar[Mapping[str, Any]] = {
+        "lr": 3e-4, "weight_decay": 1e-5, "monitor": "val/dice_mean", "mode": "max"
+    }  # fmt: skip
 
     def __init__(
         self,
@@ -64,16 +68,12 @@ class Segmentation(MedclTask):
         roi_size: Sequence[int] = (96, 96, 96),
         sw_batch_size: int = 4,
         sw_overlap: float = 0.5,
-        lr: float = 3e-4,
-        weight_decay: float = 1e-5,
         encoder_lr_multiplier: float = 1.0,
-        schedule: str = "cosine",
-        warmup_steps: int = 0,
         compute_hd95: bool = True,
         overlay_every_n_epochs: int = 1,
+        optimizer: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
-        self.save_hyperparameters()
+        super().__init__(optimizer)
         if num_classes < 2:
             raise ConfigError(f"num_classes counts the background and must be >= 2, got {num_classes}")
         if class_names is not None and len(class_names) != num_classes - 1:
@@ -129,22 +129,11 @@ class Segmentation(MedclTask):
                 None, f"label value {top} but num_classes={self.hparams.num_classes}; set num_classes or label_values"
             )
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def lr_multipliers(self) -> dict[str, float]:
         multiplier = self.hparams.encoder_lr_multiplier
-        multipliers = None
-        if multiplier != 1.0:
-            multipliers = {f"network.{name}": multiplier for name in encoder_of(self.network).module_names}
-        total = int(self.trainer.estimated_stepping_batches) if self.trainer else 1
-        return build_optimizer(
-            self,
-            lr=self.hparams.lr,
-            weight_decay=self.hparams.weight_decay,
-            lr_multipliers=multipliers,
-            schedule=self.hparams.schedule,
-            warmup_steps=self.hparams.warmup_steps,
-            total_steps=total,
-            monitor="val/dice_mean",
-        )
+        if multiplier == 1.0:
+            return {}
+        return {f"network.{name}": multiplier for name in encoder_of(self.network).module_names}
 
     # -- evaluation -----------------------------------------------------------------------------------------------
     @torch.no_grad()
@@ -178,7 +167,7 @@ class Segmentation(MedclTask):
             outputs.append(self._sliding_window(slices, self.hparams.roi_size).permute(1, 2, 3, 0))
         return torch.stack(outputs)
 
-    def _eval_step(self, batch: Mapping[str, Any], batch_idx: int, stage: str) -> None:
+    def evaluation_step(self, batch: Mapping[str, Any], batch_idx: int, stage: str) -> None:
         images, labels = batch["image"], batch["label"]
         self._check_labels(labels)
         logits = self.predict_logits(images)
@@ -195,12 +184,6 @@ class Segmentation(MedclTask):
                 "label": labels[0, 0].cpu(),
                 "pred": prediction[0].argmax(0).cpu(),
             }
-
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "val")
-
-    def test_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
-        self._eval_step(batch, batch_idx, "test")
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics("val")
@@ -246,16 +229,12 @@ class Segmentation(MedclTask):
         self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=True)
 
     def _log_overlay(self, sample: Mapping[str, Tensor]) -> None:
-        logger = mlflow_logger(self.trainer)
-        if logger is None or not self.trainer.is_global_zero:
-            return
-        figure = overlay_figure(
-            sample["image"], sample["label"], sample["pred"], self.hparams.num_classes, f"epoch {self.current_epoch}"
+        epoch, classes = self.current_epoch, self.hparams.num_classes
+        image, label, prediction = sample["image"], sample["label"], sample["pred"]
+        self.log_figures(
+            "overlays",
+            lambda: {f"epoch_{epoch:04d}": overlay_figure(image, label, prediction, classes, f"epoch {epoch}")},
         )
-        logger.experiment.log_figure(logger.run_id, figure, f"overlays/epoch_{self.current_epoch:04d}.png")
-        import matplotlib.pyplot as plt
-
-        plt.close(figure)
 
     def predict_step(self, batch: Mapping[str, Any], batch_idx: int) -> Tensor:
         return self.predict_logits(batch["image"]).argmax(dim=1, keepdim=True)

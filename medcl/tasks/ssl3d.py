@@ -36,7 +36,8 @@ class SimCLR3DPretraining(EncoderPretraining):
         model, model_overrides: segmentation network whose encoder is trained.
         embed_dim: projection width (SimCLR's batch-norm MLP head on the multi-scale pooled features; see
             :class:`~medcl.models.heads.ProjectionHead` for why the batch norm is needed on these encoders).
-        loss: a two-view loss (``medcl.losses.NTXentLoss`` by default, temperature 0.1).
+        loss: a two-view loss spec (``medcl.losses.NTXentLoss`` with temperature 0.1 by default).
+        optimizer: see :class:`~medcl.tasks.voco.EncoderPretraining`.
     """
 
     def __init__(
@@ -44,16 +45,14 @@ class SimCLR3DPretraining(EncoderPretraining):
         model: str = "unet3d-small",
         model_overrides: dict[str, Any] | None = None,
         embed_dim: int = 128,
-        loss: nn.Module | None = None,
-        lr: float = 1e-4,
-        weight_decay: float = 1e-5,
-        schedule: str = "cosine",
-        warmup_steps: int = 0,
+        loss: dict[str, Any] | None = None,
+        optimizer: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(model, model_overrides, lr, weight_decay, schedule, warmup_steps)
-        self.save_hyperparameters(ignore=["loss"])
+        super().__init__(model, model_overrides, optimizer)
         self.projection = ProjectionHead(self.encoder.out_dim, embed_dim, "mlp-bn")
-        self.loss = loss if loss is not None else NTXentLoss(temperature=0.1)
+        self.loss = self.build_loss(
+            "loss", loss, {"class_path": "medcl.losses.NTXentLoss", "init_args": {"temperature": 0.1}}
+        )
 
     def pretraining_loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
         views = torch.cat([batch["view1"], batch["view2"]])
@@ -122,6 +121,7 @@ class SwinSSLPretraining(EncoderPretraining):
         cutout_fraction, cutout_block: share of the volume cut out and the cube size in voxels.
         temperature: NT-Xent temperature (0.5 in the recipe).
         weights: (rotation, contrastive, reconstruction) loss weights.
+        optimizer: see :class:`~medcl.tasks.voco.EncoderPretraining`.
     """
 
     def __init__(
@@ -133,13 +133,9 @@ class SwinSSLPretraining(EncoderPretraining):
         cutout_block: int = 8,
         temperature: float = 0.5,
         weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
-        lr: float = 1e-4,
-        weight_decay: float = 1e-5,
-        schedule: str = "cosine",
-        warmup_steps: int = 0,
+        optimizer: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(model, model_overrides, lr, weight_decay, schedule, warmup_steps)
-        self.save_hyperparameters()
+        super().__init__(model, model_overrides, optimizer)
         if not 0.0 <= cutout_fraction < 1.0 or cutout_block < 1:
             raise ValueError(f"cutout_fraction must be in [0, 1) and cutout_block >= 1, got {cutout_fraction}")
         in_channels = input_channels(self.encoder)

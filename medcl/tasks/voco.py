@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -23,23 +23,23 @@ from torch import Tensor, nn
 from medcl.losses import VoCoLoss
 from medcl.models.volume import NetworkEncoder, VoCoProjectionHead, create_encoder
 from medcl.tasks.base import MedclTask
-from medcl.tasks.optim import build_optimizer
 
 
 class EncoderPretraining(MedclTask):
-    """Common parts of the volume pretraining tasks: the encoder of segmentation network ``model`` and AdamW with
-    warmup-cosine. Subclasses define ``pretraining_loss(batch) -> dict`` with a ``loss`` entry plus terms to log."""
+    """Common parts of the volume pretraining tasks: the encoder of segmentation network ``model``, optimised with
+    AdamW + warmup-cosine by default (``optimizer``: :class:`~medcl.tasks.optim.OptimizerConfig`; the plateau
+    schedule watches ``val/loss``). Subclasses define ``pretraining_loss(batch) -> dict`` with a ``loss`` entry plus
+    terms to log."""
+
+    optimizer_defaults: ClassVar[Mapping[str, Any]] = {"lr": 1e-4, "weight_decay": 1e-5, "monitor": "val/loss"}
 
     def __init__(
         self,
         model: str = "unet3d-small",
         model_overrides: dict[str, Any] | None = None,
-        lr: float = 1e-4,
-        weight_decay: float = 1e-5,
-        schedule: str = "cosine",
-        warmup_steps: int = 0,
+        optimizer: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(optimizer)
         self.encoder: NetworkEncoder = create_encoder(model, **(model_overrides or {}))
 
     def pretraining_loss(self, batch: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -52,26 +52,13 @@ class EncoderPretraining(MedclTask):
         self.log_dict({f"train/{k}": v for k, v in terms.items() if k != "loss"}, on_step=True, batch_size=size)
         return terms["loss"]
 
-    def validation_step(self, batch: Mapping[str, Any], batch_idx: int) -> None:
+    def evaluation_step(self, batch: Mapping[str, Any], batch_idx: int, stage: str) -> None:
         terms = self.pretraining_loss(batch)
-        self.log_dict({f"val/{k}": v for k, v in terms.items()}, on_epoch=True, batch_size=self._batch_size(batch))
+        self.log_dict({f"{stage}/{k}": v for k, v in terms.items()}, on_epoch=True, batch_size=self._batch_size(batch))
 
     @staticmethod
     def _batch_size(batch: Mapping[str, Any]) -> int:
         return int(next(v for v in batch.values() if isinstance(v, Tensor)).shape[0])
-
-    def configure_optimizers(self) -> dict[str, Any]:
-        total = int(self.trainer.estimated_stepping_batches) if self.trainer else 1
-        return build_optimizer(
-            self,
-            lr=self.hparams.lr,
-            weight_decay=self.hparams.weight_decay,
-            lr_multipliers=None,
-            schedule=self.hparams.schedule,
-            warmup_steps=self.hparams.warmup_steps,
-            total_steps=total,
-            monitor="val/loss",
-        )
 
 
 class VoCoPretraining(EncoderPretraining):
@@ -83,7 +70,7 @@ class VoCoPretraining(EncoderPretraining):
         hidden_dim, embed_dim: VoCo head widths (2048, 2048 in the recipe).
         teacher_momentum: EMA momentum of the teacher (0.9 in the repo); None trains without a teacher (CVPR).
         regularization_weight: weight of the base-discrepancy term.
-        lr, weight_decay, schedule, warmup_steps: AdamW (recipe: lr 1e-4, warmup 5k of 250k steps, cosine).
+        optimizer: see :class:`EncoderPretraining` (recipe: lr 1e-4, warmup 5k of 250k steps, cosine).
 
     Logged: ``train/loss`` and its ``position``, ``negative``, ``regularization`` terms; ``val/position_mae``:
     mean |predicted - true| overlap (0 is perfect localisation; ~2/K for random embeddings).
@@ -97,13 +84,9 @@ class VoCoPretraining(EncoderPretraining):
         embed_dim: int = 2048,
         teacher_momentum: float | None = 0.9,
         regularization_weight: float = 1.0,
-        lr: float = 1e-4,
-        weight_decay: float = 1e-5,
-        schedule: str = "cosine",
-        warmup_steps: int = 0,
+        optimizer: dict[str, Any] | None = None,
     ) -> None:
-        super().__init__(model, model_overrides, lr, weight_decay, schedule, warmup_steps)
-        self.save_hyperparameters()
+        super().__init__(model, model_overrides, optimizer)
         if teacher_momentum is not None and not 0.0 <= teacher_momentum < 1.0:
             raise ValueError(f"teacher_momentum must be in [0, 1), got {teacher_momentum}")
         self.head = VoCoProjectionHead(self.encoder.out_dim, hidden_dim, embed_dim)
@@ -131,7 +114,7 @@ class VoCoPretraining(EncoderPretraining):
             with torch.no_grad():
                 teacher = self.embed(crops, bases, teacher=True)
         terms = self.loss.terms(student_crops, student_bases, overlap, *teacher)
-        loss = terms["position"] + terms["negative"] + self.loss.regularization_weight * terms["regularization"]
+        loss = self.loss.total(terms)
         with torch.no_grad():
             predicted = F.relu(F.normalize(student_crops, dim=-1) @ F.normalize(student_bases, dim=-1).transpose(1, 2))
             terms["position_mae"] = (predicted - overlap).abs().mean()

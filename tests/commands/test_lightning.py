@@ -75,6 +75,17 @@ def test_fit_logs_config_metrics_and_checkpoints_to_mlflow(synthetic_cxr, tmp_pa
     assert any(p.endswith(".ckpt") for p in checkpoints)
     recorded = json.loads((tmp_path / "run" / "checkpoints" / "mlflow_run.json").read_text())
     assert recorded["run_id"] == run.info.run_id
+    # The checkpoint records the optimisation and the loss the config asked for, in plain types.
+    import torch
+
+    hparams = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]
+    assert hparams["optimizer"] == {"lr": 0.0005, "weight_decay": 0.05, "lr_multipliers": {"model.text_encoder": 0.1},
+                                    "schedule": "cosine", "warmup_steps": 20, "monitor": "val/zeroshot_auroc_mean",
+                                    "mode": "max"}  # fmt: skip
+    assert (
+        hparams["loss"]["class_path"] == "medcl.losses.ClipLoss" and hparams["loss"]["init_args"]["temperature"] == 0.07
+    )
+    assert params["model.init_args.optimizer.warmup_steps"] == "20"
 
 
 def test_killed_run_resumes_from_last_checkpoint_into_the_same_mlflow_run(synthetic_cxr, tmp_path):
@@ -133,3 +144,17 @@ def test_resuming_needs_a_checkpoint_unless_asked_to_resume_if_present(synthetic
     (tmp_path / "run" / "checkpoints" / "last.ckpt").unlink()
     assert main([*args, "--ckpt_path=last-if-present", "--trainer.limit_train_batches=2"]) == 0
     assert (tmp_path / "run" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_bad_optimizer_settings_and_foreign_losses_are_one_line_errors(tmp_path, monkeypatch, capsys):
+    from medcl.commands.main import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for override, message in (
+        ("--model.init_args.optimizer={lr: 0.001, warmpu_steps: 5}", "optimizer: unknown setting(s) warmpu_steps;"),
+        ("--model.init_args.loss={class_path: os.system}", "loss class_path 'os.system' is not a medcl loss"),
+    ):
+        assert main(["fit", "-c", str(CONFIG), override]) == 2
+        error = capsys.readouterr().err.strip().splitlines()[-1]
+        assert error.startswith(f"medcl fit: error: {message}")

@@ -9,6 +9,7 @@ import torch
 
 from medcl.eval.gaze_agreement import (
     agreement_per_pair,
+    agreement_totals,
     heatmaps_to_patch_grid,
     sentence_patch_attention,
     summarize,
@@ -59,7 +60,7 @@ def test_rows_without_gaze_are_dropped_and_summarised() -> None:
     gaze[0, 3], gaze[2, 5] = 1.0, 1.0
     result = agreement_per_pair(torch.full((3, 16), 1 / 16), gaze)
     assert len(result["kl"]) == 2
-    summary = summarize(result)
+    summary = summarize(agreement_totals([result, {k: v[:0] for k, v in result.items()}]))
     assert summary["gaze_pairs"] == 2 and summary["gaze_auc"] == pytest.approx(0.5)
     assert summary["gaze_kl"] == pytest.approx(math.log(16), rel=1e-4)
 

@@ -23,7 +23,7 @@ def test_a_diverging_run_exits_non_zero_and_registers_nothing(synthetic_cxr, tmp
         f"--data.init_args.manifest={synthetic_cxr['manifest']}", "--data.init_args.image_size=64",
         "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
         '--model.init_args.model_overrides={"image": {"widths": [8, 8, 16, 16]}, "embed_dim": 32}',
-        "--model.init_args.lr=1e6", "--model.init_args.warmup_steps=0", "--trainer.max_epochs=3",
+        "--model.init_args.optimizer={lr: 1e6, warmup_steps: 0}", "--trainer.max_epochs=3",
         "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path / 'run'}",
         f"--checkpoint.dirpath={tmp_path / 'run' / 'checkpoints'}", f"--trainer.callbacks=[{json.dumps(callback)}]",
     ])  # fmt: skip

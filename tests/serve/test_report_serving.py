@@ -86,7 +86,9 @@ def fitted(tmp_path_factory: pytest.TempPathFactory):
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
     seed_everything(0)
-    task = ReportGeneration(model_overrides=TINY_GENERATOR, lr=3e-3, num_beams=2, max_new_tokens=6, min_new_tokens=3)
+    task = ReportGeneration(
+        model_overrides=TINY_GENERATOR, optimizer={"lr": 3e-3}, num_beams=2, max_new_tokens=6, min_new_tokens=3
+    )
     checkpoint = ModelCheckpoint(dirpath=root / "checkpoints", monitor="train/loss_epoch", mode="max")
     log_best = LogBestModel(registered_name="medcl-report-tiny")
     trainer = Trainer(

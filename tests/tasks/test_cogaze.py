@@ -15,6 +15,7 @@ from medcl.data.synthetic.egd_cxr import generate_egd_cxr
 from medcl.data.synthetic.gaze_reading import SENTENCES
 from medcl.data.synthetic.mimic_cxr import generate_mimic_cxr
 from medcl.errors import ConfigError
+from medcl.eval.gaze_agreement import gaze_inputs
 from medcl.tasks.cogaze import CoGazePretraining
 
 IMAGE_SIZE = 64
@@ -87,12 +88,13 @@ def test_gaze_inputs_use_only_items_with_gaze() -> None:
         "gaze": torch.rand(3, 1, 16, 16),
         "gaze_sentences": torch.rand(3, 2, 16, 16),
     }
-    sentences, targets, mask, items = task.gaze_inputs(batch, patches)
+    sentences, targets, mask, items, texts = gaze_inputs(batch, patches, task.model.encode_text)
     assert items.tolist() == [0, 2]
     assert mask.tolist() == [[True, True, True], [False, True, False]]
     assert sentences.shape == (2, 3, 32) and targets.shape == (2, 3, 4)
     assert float(targets[1, 0].abs().sum()) == 0 and float(sentences[1, 2].abs().sum()) == 0
     torch.testing.assert_close(targets[mask].sum(-1), torch.ones(int(mask.sum())))
+    assert texts == [["Heart big. Effusion.", "Heart big.", "Effusion."], ["", "Nodule.", ""]]
 
 
 def test_fit_test_reload_and_eval_cli(
@@ -105,7 +107,7 @@ def test_fit_test_reload_and_eval_cli(
 
     seed_everything(0)
     data = datamodule(tree)
-    task = CoGazePretraining("cogaze-small", model_overrides=TINY, lr=1e-3)
+    task = CoGazePretraining("cogaze-small", model_overrides=TINY, optimizer={"lr": 1e-3})
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     art = str(tmp_path / "art")
     logger = MedclMLFlowLogger("test-cogaze", tracking_uri=uri, artifact_location=art, log_model=False)
@@ -173,7 +175,7 @@ def test_paper_scale_config_runs_one_training_step_on_cpu() -> None:
         "text": {"name_or_path": "minilm", "pretrained": False, "max_length": 64,
                  "config_overrides": {"hidden_size": 768, "num_attention_heads": 12, "intermediate_size": 3072}},
     }  # fmt: skip
-    task = CoGazePretraining("cogaze", model_overrides=overrides, disease_counts=[5] * 14, lr=5e-5)
+    task = CoGazePretraining("cogaze", model_overrides=overrides, disease_counts=[5] * 14, optimizer={"lr": 5e-5})
     model = task.model
     assert model.image_encoder.net.config.image_size == 518 and model.image_encoder.net.config.patch_size == 14
     assert not any(p.requires_grad for p in model.image_encoder.parameters())
@@ -196,9 +198,10 @@ def test_paper_scale_config_runs_one_training_step_on_cpu() -> None:
     }
     optimizer = torch.optim.AdamW([p for p in task.parameters() if p.requires_grad], lr=5e-5)
     before = model.shared_latents.detach().clone()
-    loss, image, text = task._loss(batch)
+    terms, output = task.loss_terms(batch)
+    loss = task.total_loss(terms)
     loss.backward()
     optimizer.step()
-    assert torch.isfinite(loss) and image.shape == (2, 768) and text.shape == (2, 768)
-    assert set(task._terms) == {"align", "gaze", "disease_image", "disease_text"}
+    assert torch.isfinite(loss) and output.image_embedding.shape == (2, 768) and output.text_embedding.shape == (2, 768)
+    assert set(terms) == {"align", "gaze", "disease_image", "disease_text"}
     assert not torch.equal(before, model.shared_latents.detach())

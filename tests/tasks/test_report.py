@@ -128,7 +128,9 @@ def test_structured_reports_round_trip() -> None:
 
 
 def test_pretrained_weights_get_the_lower_learning_rate(tmp_path) -> None:
-    task = ReportGeneration(model="report-gen-demo", model_overrides=SMALL, lr=1e-3, pretrained_lr_multiplier=0.1)
+    task = ReportGeneration(
+        model="report-gen-demo", model_overrides=SMALL, optimizer={"lr": 1e-3}, pretrained_lr_multiplier=0.1
+    )
     groups = task.configure_optimizers()["optimizer"].param_groups
     by_name = {g["name"]: g["lr"] for g in groups}
     assert by_name["model.backbone.text_encoder"] == pytest.approx(1e-4)

@@ -46,12 +46,12 @@ def test_dice_and_hd95_per_class_on_perfect_and_shifted_predictions():
     task.network = _Oracle(3)
     task.predict_logits = lambda images: task.network(images)  # whole-volume oracle, no windows needed
     task.dice.reset()
-    task._eval_step({"image": label, "label": label}, 1, "test")
+    task.evaluation_step({"image": label, "label": label}, 1, "test")
     metrics = task.evaluation_metrics()
     assert metrics["dice/organ"] == pytest.approx(1.0) and metrics["dice/lesion"] == pytest.approx(1.0)
     assert metrics["hd95/organ"] == pytest.approx(0.0) and metrics["dice_mean"] == pytest.approx(1.0)
     shifted = torch.roll(label, shifts=2, dims=2)
-    task._eval_step({"image": shifted, "label": label}, 1, "test")
+    task.evaluation_step({"image": shifted, "label": label}, 1, "test")
     metrics = task.evaluation_metrics()
     assert 0.5 < metrics["dice/organ"] < 1.0 and metrics["hd95/organ"] == pytest.approx(2.0)
 
