@@ -45,3 +45,16 @@ class TrainingDivergedError(MedclError):
 
 class TrackingUnavailableError(MedclError):
     """The MLflow tracking server cannot be reached."""
+
+
+def find_cause(error: BaseException, kind: type[MedclError] = MedclError) -> MedclError | None:
+    """The first ``kind`` error in ``error``'s chain: libraries wrap what a callback or transform raises (MONAI in
+    a RuntimeError naming the transform, jsonargparse in a parser error), medcl reports the sentence it wrote."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kind):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

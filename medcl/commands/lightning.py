@@ -21,9 +21,9 @@ from lightning.pytorch import LightningDataModule, LightningModule
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 
-from medcl.errors import ConfigError, MedclError
+from medcl.errors import ConfigError, find_cause
 from medcl.tasks.checkpoint import AtomicCheckpointIO, read_checkpoint
-from medcl.tasks.guards import POLICIES, NonFiniteGuard
+from medcl.tasks.guards import POLICIES, NonFiniteGuard, QuarantineReport
 from medcl.tracking import (
     SPOOL_FILE,
     MedclMLFlowLogger,
@@ -104,6 +104,7 @@ class MedclCLI(LightningCLI):
                 every_n_train_steps=config.last_checkpoint_every_n_steps,
             ),
             NonFiniteGuard(config.nonfinite, config.nonfinite_max_skipped, str(checkpoints)),
+            QuarantineReport(root / "quarantine"),
         ]
         self.trainer_defaults["plugins"] = [AtomicCheckpointIO()]
         if config.trainer.logger in (None, True):
@@ -163,9 +164,7 @@ def lightning_main(args: list[str], run: bool = True) -> MedclCLI:
     except ValueError as err:
         # jsonargparse wraps what a class raises while it is built from the config (a task's ConfigError for an
         # unknown optimizer setting or a loss outside medcl) into a union-type error: surface medcl's own sentence.
-        cause = err.__cause__
-        while cause is not None and not isinstance(cause, MedclError):
-            cause = cause.__cause__
+        cause = find_cause(err)
         if cause is None:
             raise
         raise cause from None

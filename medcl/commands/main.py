@@ -91,7 +91,7 @@ def _resolve(target: str) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     from medcl import __version__
-    from medcl.errors import MedclError
+    from medcl.errors import find_cause
 
     argv = list(sys.argv[1:] if argv is None else argv)
     _quiet_environment()
@@ -108,12 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(_resolve(COMMANDS[command][0])(rest) or 0)
-    except MedclError as err:
-        print(f"medcl {command}: error: {err}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"medcl {command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as err:  # medcl's own errors, however deep a library wrapped them, are one line; bugs are not
+        cause = find_cause(err)
+        if cause is None:
+            raise
+        print(f"medcl {command}: error: {cause}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from torch.utils.data import DataLoader, default_collate
 
 from medcl.data.cache import in_memory_dataset, persistent_dataset
 from medcl.data.manifest import binarize_labels, read_manifest, require_manifests
+from medcl.data.quarantine import Quarantine, QuarantiningDataLoader, guard, separating
 from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.data.text.views import view_index
 from medcl.data.transforms import cxr_transforms
@@ -128,6 +129,9 @@ class CXRDataModule(LightningDataModule):
             has it, else ``image_id``): the combined CoGaze manifest. When an image has gaze in several, the first
             manifest listed (then its first row) wins; gaze already in ``manifest`` is kept.
         use_gaze: add the gaze keys to batches (None: when the manifest has gaze columns after the join).
+        bad_items, max_bad_fraction: an image that cannot be read is skipped and listed (``skip``) unless more
+            than ``max_bad_fraction`` of a split is bad, or stops the run naming it (``strict``); see
+            :mod:`medcl.data.quarantine`.
 
     The module only reads manifests: ``setup`` stops with one error naming any that is missing (write them with
     ``medcl data prepare``; for a try-out, ``medcl data synth`` a synthetic tree first).
@@ -150,11 +154,14 @@ class CXRDataModule(LightningDataModule):
         frontal_only: bool = False,
         gaze_manifests: Sequence[str] = (),
         use_gaze: bool | None = None,
+        bad_items: str = "skip",
+        max_bad_fraction: float = 0.1,
     ) -> None:
         super().__init__()
         if cache not in CACHE_MODES:
             raise ConfigError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
         self.save_hyperparameters()
+        self.quarantine = Quarantine(max_bad_fraction)
         self.manifest = Path(manifest)
         self.frames: dict[str, pd.DataFrame] = {}
         self._datasets: dict[tuple[str, bool], Dataset] = {}
@@ -208,7 +215,7 @@ class CXRDataModule(LightningDataModule):
         (e.g. to estimate the number of steps) and the cache must be filled only once."""
         key = (split, train)
         if key not in self._datasets:
-            transform = cxr_pipeline(self.hparams.image_size, train, gaze=bool(self.hparams.use_gaze))
+            transform = self.guarded(cxr_pipeline(self.hparams.image_size, train, gaze=bool(self.hparams.use_gaze)))
             data = self.records(split)
             if self.hparams.cache == "memory":
                 self._datasets[key] = in_memory_dataset(data, transform, num_workers=self.hparams.num_workers or None)
@@ -219,15 +226,21 @@ class CXRDataModule(LightningDataModule):
                 self._datasets[key] = Dataset(data, transform)
         return self._datasets[key]
 
+    def guarded(self, pipeline: Any) -> mt.Compose:
+        """``pipeline`` under the module's bad-item policy (:func:`medcl.data.quarantine.guard`)."""
+        return guard(pipeline, self.hparams.bad_items)
+
     def loader(self, split: str, train: bool) -> DataLoader:
-        return DataLoader(
+        return QuarantiningDataLoader(
             self.dataset(split, train),
             batch_size=self.hparams.batch_size,
             shuffle=train,
             drop_last=train and self.drop_last_train,
             num_workers=self.hparams.num_workers,
             persistent_workers=self.hparams.num_workers > 0,
-            collate_fn=type(self).collate,
+            collate_fn=separating(type(self).collate),
+            quarantine=self.quarantine,
+            split=split,
         )
 
     def train_dataloader(self) -> DataLoader:

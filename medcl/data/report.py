@@ -109,5 +109,6 @@ class ReportDataModule(CXRDataModule):
     def dataset(self, split: str, train: bool) -> Dataset:
         key = (split, train)
         if key not in self._datasets:
-            self._datasets[key] = Dataset(self.records(split), ViewStack(self.hparams.image_size, train, self.slots))
+            views = self.guarded(ViewStack(self.hparams.image_size, train, self.slots))
+            self._datasets[key] = Dataset(self.records(split), views)
         return self._datasets[key]

@@ -38,6 +38,7 @@ from monai.data import DataLoader, Dataset, list_data_collate
 
 from medcl.data.cache import in_memory_dataset, persistent_dataset
 from medcl.data.manifest import read_manifest
+from medcl.data.quarantine import Quarantine, QuarantiningDataLoader, guard, separating
 from medcl.data.transforms import (
     AxialSlabd,
     PartitionSlicesd,
@@ -64,6 +65,9 @@ class _VolumeDataModule(LightningDataModule):
         batch_size, num_workers: loader settings.
         cache: ``memory`` (RAM), ``disk`` (``cache_dir``, reused across runs) or ``none``.
         limit_volumes: use at most this many volumes per split (quick runs).
+        bad_items, max_bad_fraction: a volume that cannot be read is skipped and listed (``skip``) unless more
+            than ``max_bad_fraction`` of a split is bad, or stops the run naming it (``strict``); see
+            :mod:`medcl.data.quarantine`.
     """
 
     label_key: str | None = None
@@ -82,6 +86,8 @@ class _VolumeDataModule(LightningDataModule):
         cache: str = "memory",
         cache_dir: str | None = None,
         limit_volumes: int | None = None,
+        bad_items: str = "skip",
+        max_bad_fraction: float = 0.1,
     ) -> None:
         super().__init__()
         if cache not in CACHE_MODES:
@@ -102,7 +108,9 @@ class _VolumeDataModule(LightningDataModule):
             "cache": cache,
             "cache_dir": cache_dir,
             "limit_volumes": limit_volumes,
+            "bad_items": bad_items,
         }
+        self.quarantine = Quarantine(max_bad_fraction)
 
     def setup(self, stage: str | None = None) -> None:
         if self.frame is None:
@@ -145,6 +153,7 @@ class _VolumeDataModule(LightningDataModule):
         )
 
     def dataset(self, records: list[dict[str, Any]], transform: mt.Compose) -> Dataset:
+        transform = guard(transform, self.settings["bad_items"])
         mode = self.settings["cache"]
         if mode == "memory":
             return in_memory_dataset(records, transform, num_workers=self.settings["num_workers"] or None)
@@ -158,15 +167,15 @@ class _VolumeDataModule(LightningDataModule):
 
     def train_dataloader(self) -> DataLoader:
         data = self.records(self.rows(self.settings["train_splits"]))
-        return self.loader(self.dataset(data, self._transform(None)), train=True)
+        return self.loader(self.dataset(data, self._transform(None)), train=True, split="train")
 
     def val_dataloader(self) -> DataLoader | list:
         split = self.settings["val_split"]
         if not split or (self.frame is not None and not (self.frame["split"] == split).any()):
             return []
-        return self.loader(self.dataset(self.records(self.rows([split])), self._transform(0)), train=False)
+        return self.loader(self.dataset(self.records(self.rows([split])), self._transform(0)), train=False, split=split)
 
-    def loader(self, dataset: Dataset, *, train: bool, batch_size: int | None = None) -> DataLoader:
+    def loader(self, dataset: Dataset, *, train: bool, split: str, batch_size: int | None = None) -> DataLoader:
         workers = self.settings["num_workers"]
         # MONAI's DataLoader (num_workers=0) seeds the transforms from the generator it is given, then resets that
         # generator to its initial seed. Given none, it resets torch's global RNG: every loader built after
@@ -175,15 +184,17 @@ class _VolumeDataModule(LightningDataModule):
         # generator of their own drawn from the global RNG (reproducible, yet different per loader); evaluation
         # loaders a fixed one, so validation sees the same views in every run.
         seed = int(torch.randint(2**62, ()).item()) if train else 0
-        return DataLoader(
+        return QuarantiningDataLoader(
             dataset,
+            quarantine=self.quarantine,
+            split=split,
             generator=torch.Generator().manual_seed(seed),
             batch_size=batch_size or self.settings["batch_size"],
             shuffle=train,
             drop_last=train and len(dataset) >= (batch_size or self.settings["batch_size"]),
             num_workers=workers,
             persistent_workers=workers > 0,
-            collate_fn=list_data_collate,
+            collate_fn=separating(list_data_collate),
         )
 
 
@@ -405,12 +416,12 @@ class SegmentationDataModule(_VolumeDataModule):
     def train_dataloader(self) -> DataLoader:
         rows = self.labeled_rows()
         log.info("segmentation: training on %d labelled case(s)", len(rows))
-        return self.loader(self.dataset(self.records(rows), self.transform(train=True)), train=True)
+        return self.loader(self.dataset(self.records(rows), self.transform(train=True)), train=True, split="train")
 
     def _eval_loader(self, split: str) -> DataLoader:
         data = self.records(self.rows([split], labelled=True))
         batch = 1 if self.spatial_dims == 3 else None
-        return self.loader(self.dataset(data, self.transform(train=False)), train=False, batch_size=batch)
+        return self.loader(self.dataset(data, self.transform(train=False)), train=False, split=split, batch_size=batch)
 
     def val_dataloader(self) -> DataLoader | list:
         split = self.settings["val_split"]

@@ -1,4 +1,5 @@
-"""Training guards: a loss or gradient that stops being finite never trains on silently.
+"""Training guards: a loss or gradient that stops being finite never trains on silently, and files the data
+skipped are reported (:class:`QuarantineReport`).
 
 :class:`NonFiniteGuard` looks at every optimiser step, after the backward pass and before the weights change:
 
@@ -24,6 +25,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from medcl.errors import TrainingDivergedError
 from medcl.tasks.checkpoint import read_checkpoint
+from medcl.tracking import mlflow_logger
 
 log = logging.getLogger(__name__)
 
@@ -85,3 +87,38 @@ class NonFiniteGuard(Callback):
         for optimizer, state in zip(trainer.optimizers, checkpoint.get("optimizer_states", [])):
             optimizer.load_state_dict(state)
         log.warning("%s: weights rolled back to %s (%d so far)", where, last, self.skipped)
+
+
+class QuarantineReport(Callback):
+    """Reports the files a datamodule skipped (:mod:`medcl.data.quarantine`): after every epoch and when a run
+    fails, each split's list goes to ``<root>/quarantine/<split>.csv``, the counts to metrics
+    ``data/quarantined_<split>`` and the lists to the MLflow run under ``quarantine/``."""
+
+    def __init__(self, folder: str | Path) -> None:
+        self.folder = Path(folder)
+
+    def _report(self, trainer: Trainer) -> None:
+        quarantine = getattr(trainer.datamodule, "quarantine", None)
+        if quarantine is None or not trainer.is_global_zero:
+            return
+        quarantine.folder = self.folder
+        logger = mlflow_logger(trainer)
+        for split, count in quarantine.counts().items():
+            if not count:
+                continue
+            path = quarantine.write(split)
+            if logger is not None:
+                logger.log_metrics({f"data/quarantined_{split}": float(count)}, step=trainer.global_step)
+                logger.experiment.log_artifact(logger.run_id, str(path), "quarantine")
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._report(trainer)
+
+    def on_validation_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._report(trainer)
+
+    def on_test_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._report(trainer)
+
+    def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._report(trainer)

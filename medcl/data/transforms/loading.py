@@ -106,6 +106,22 @@ class LoadGazeSentencesd(MapTransform):
         return d
 
 
+class LoadMedclImaged(LoadImaged):
+    """MONAI's ``LoadImaged`` reading with :class:`~medcl.data.image_io.MedclReader` only.
+
+    Given a reader at construction, MONAI still retries a file it fails on with its own readers (PIL opens a truncated
+    JPEG MONAI then reports as unreadable, or not at all), and the error naming the file is lost. Passing the reader
+    at call time makes it the only one: its :class:`~medcl.errors.InvalidInputError` reaches the caller.
+    """
+
+    def __init__(self, keys: KeysCollection, voi_lut: bool = False) -> None:
+        self.medcl_reader = MedclReader(voi_lut=voi_lut)
+        super().__init__(keys=keys, reader=self.medcl_reader, image_only=True, dtype=np.float32)
+
+    def __call__(self, data: Mapping[Hashable, Any], reader: Any = None) -> dict[Hashable, Any]:
+        return super().__call__(data, reader=reader or self.medcl_reader)
+
+
 def load_transforms(
     image_key: str = "image",
     *,
@@ -116,11 +132,9 @@ def load_transforms(
 ) -> list[MapTransform]:
     """Load the image (``voi_lut`` for radiographs), its masks, its gaze heatmaps and (``sentence_key``) its stack
     of per-sentence gaze heatmaps onto one grid."""
-    transforms: list[MapTransform] = [
-        LoadImaged(keys=image_key, reader=MedclReader(voi_lut=voi_lut), image_only=True, dtype=np.float32)
-    ]
+    transforms: list[MapTransform] = [LoadMedclImaged(keys=image_key, voi_lut=voi_lut)]
     if mask_keys:
-        transforms.append(LoadImaged(keys=list(mask_keys), reader=MedclReader(), image_only=True, dtype=np.float32))
+        transforms.append(LoadMedclImaged(keys=list(mask_keys)))
     if gaze_keys:
         transforms.append(LoadGazeHeatmapd(keys=list(gaze_keys), image_key=image_key))
     if sentence_key:
