@@ -30,7 +30,16 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         [models["image_text"], models["segmentation"]],
         token,
         root / "serve.log",
-        extra_args=["--max-upload-mb", "2", "--max-pixels", "100000"],
+        extra_args=[
+            "--max-upload-mb",
+            "2",
+            "--max-pixels",
+            "100000",
+            "--max-uploads-per-client",
+            "256",
+            "--max-connections",
+            "512",
+        ],
         env={"MLFLOW_TRACKING_URI": uri},
     )
     with server:
