@@ -8,12 +8,13 @@ multipart body before any dependency runs: a token check in a dependency comes t
 * :class:`UploadGuard`: on every route but the open ones (``/health``, ``/ready``, the schema and its viewers),
   in this order and each before the body is read:
 
-  1. the bearer token (401; the connection is closed, the unread body is never received by the app);
+  1. the bearer token (401: the app never receives the body; what the client still sends is dropped, see
+     :class:`medcl.serve.server.DeadlineH11Protocol`);
   2. the declared ``Content-Length`` (413);
   3. the client's uploads in flight (429 past ``max_uploads_per_client``);
 
   then, while the app reads the body: its size (413) and its pace (408 when no byte came for ``body_idle_timeout``
-  seconds or the whole body took longer than ``body_timeout``). A rejected body's connection is closed.
+  seconds or the whole body took longer than ``body_timeout``; the connection is closed).
 """
 
 from __future__ import annotations
@@ -146,7 +147,7 @@ class UploadGuard:
         headers = dict(scope.get("headers") or [])
         if self.token is not None and not token_matches(headers.get(b"authorization"), self.token):
             scope.setdefault("state", {})["error"] = "Unauthorized"
-            await send_problem(send, 401, "missing or invalid bearer token", [(b"www-authenticate", b"Bearer"), CLOSE])
+            await send_problem(send, 401, "missing or invalid bearer token", [(b"www-authenticate", b"Bearer")])
             return
         declared = headers.get(b"content-length", b"")
         if declared.isdigit() and int(declared) > self.max_bytes:
@@ -159,7 +160,7 @@ class UploadGuard:
         if self.in_flight[client] >= self.max_uploads_per_client:
             scope.setdefault("state", {})["error"] = "TooManyUploads"
             detail = f"more than {self.max_uploads_per_client} uploads in flight from this client; retry later"
-            await send_problem(send, 429, detail, [(b"retry-after", b"1"), CLOSE])
+            await send_problem(send, 429, detail, [(b"retry-after", b"1")])
             return
         self.in_flight[client] += 1
         try:
@@ -171,7 +172,7 @@ class UploadGuard:
 
     async def _too_large(self, scope: Scope, send: Send) -> None:
         scope.setdefault("state", {})["error"] = "BodyTooLarge"
-        await send_problem(send, 413, f"request body exceeds the limit of {self.max_bytes:,} bytes", [CLOSE])
+        await send_problem(send, 413, f"request body exceeds the limit of {self.max_bytes:,} bytes")
 
     async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         loop = asyncio.get_running_loop()

@@ -1,10 +1,10 @@
-"""uvicorn under medcl's connection limits: what uvicorn enforces itself, plus a deadline for request heads.
+"""uvicorn under medcl's connection limits: what uvicorn enforces itself, plus deadlines between requests.
 
 uvicorn bounds connections (``limit_concurrency``: 503 past it), idle keep-alive connections
-(``timeout_keep_alive``) and the size of a request head (h11's ``max_incomplete_event_size``: 400 past it), but it
-waits forever for a head that trickles in or never comes, and the ASGI app only sees a request once its head is
-complete. :class:`HeadTimeoutH11Protocol` closes such connections: with a 408 when part of a head came, silently
-when nothing did (an idle connection).
+(``timeout_keep_alive``) and the size of a request head (h11's ``max_incomplete_event_size``: 400 past it). It
+waits forever, though, for a head that trickles in or never comes (the ASGI app only sees a request once its head
+is complete), and for the rest of a body the app answered without reading. :class:`DeadlineH11Protocol` adds both
+deadlines.
 """
 
 from __future__ import annotations
@@ -25,52 +25,65 @@ REQUEST_TIMEOUT = (
 )
 
 
-class HeadTimeoutH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with a deadline (``head_timeout`` s) for each request head, counted from the
-    connection's start or the end of the previous response."""
+class DeadlineH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with a deadline whenever no request is being handled on the connection.
+
+    * A request head must arrive within ``head_timeout`` seconds of the connection's start or of the previous
+      answer: then the connection is closed, with a 408 when part of a head came, silently when nothing did.
+    * A body the service answered without reading (401, 413 or 429 from :class:`~medcl.serve.guards.UploadGuard`)
+      is received and dropped, not cut off: closing a socket with unread data makes the kernel reset the
+      connection, and the client would lose the answer. Like nginx's lingering close, this drain gets at most
+      ``drain_timeout`` seconds; nothing of it is kept (h11 discards body data that arrives after the answer).
+    """
 
     head_timeout: float = 10.0
+    drain_timeout: float = 15.0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        self._head_timer: asyncio.TimerHandle | None = None
+        self._deadline: asyncio.TimerHandle | None = None
         super().connection_made(transport)
-        self._arm_head_timer()
+        self._arm(self.head_timeout)
 
-    def _arm_head_timer(self) -> None:
-        self._cancel_head_timer()
-        self._head_timer = self.loop.call_later(self.head_timeout, self._head_timed_out)
+    def _arm(self, seconds: float) -> None:
+        self._cancel()
+        self._deadline = self.loop.call_later(seconds, self._expired)
 
-    def _cancel_head_timer(self) -> None:
-        if self._head_timer is not None:
-            self._head_timer.cancel()
-            self._head_timer = None
+    def _cancel(self) -> None:
+        if self._deadline is not None:
+            self._deadline.cancel()
+            self._deadline = None
+
+    def _handling_request(self) -> bool:
+        return self.cycle is not None and not self.cycle.response_complete
 
     def handle_events(self) -> None:
         super().handle_events()
-        if self.conn.their_state is not h11.IDLE:  # a complete head arrived
-            self._cancel_head_timer()
+        if self._handling_request():  # a complete head arrived: the app and its body timeouts take over
+            self._cancel()
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing():
-            self._arm_head_timer()
+            draining = self.conn.their_state is h11.SEND_BODY
+            self._arm(self.drain_timeout if draining else self.head_timeout)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_head_timer()
+        self._cancel()
         super().connection_lost(exc)
 
-    def _head_timed_out(self) -> None:
-        self._head_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+    def _expired(self) -> None:
+        self._deadline = None
+        if self.transport.is_closing() or self._handling_request():
             return
-        if self.conn.trailing_data[0]:  # part of a head came: tell the client why it is cut
+        if self.conn.their_state is h11.IDLE and self.conn.trailing_data[0]:  # part of a head came: say why
             self.transport.write(REQUEST_TIMEOUT)
         self.transport.close()
 
 
 def uvicorn_config(app: Any, settings: ServeSettings, *, host: str, port: int, log_level: str) -> uvicorn.Config:
     """The uvicorn configuration ``medcl serve`` runs ``app`` under (limits from ``settings``)."""
-    protocol = type("MedclH11Protocol", (HeadTimeoutH11Protocol,), {"head_timeout": settings.header_timeout})
+    deadlines = {"head_timeout": settings.header_timeout, "drain_timeout": settings.body_idle_timeout}
+    protocol = type("MedclH11Protocol", (DeadlineH11Protocol,), deadlines)
     return uvicorn.Config(
         app,
         host=host,
