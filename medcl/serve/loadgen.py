@@ -298,6 +298,92 @@ def run_load(
     return asyncio.run(_load(url, token, good, bad, requests, concurrency, malformed_fraction, seed, timeout))
 
 
+@dataclass
+class HostileComparison:
+    """Well-formed latency and server memory with and without a hostile share, measured in the same run.
+
+    The two conditions alternate (``rounds`` times each) so a slow drift of the machine's load hits both alike.
+    """
+
+    baseline: list[LoadResult]
+    hostile: list[LoadResult]
+    rss_start: int
+    rss_after_baseline: int
+    rss_after_hostile: int
+    rss_peak_baseline: int
+    rss_peak_hostile: int
+
+    @staticmethod
+    def _p99(results: list[LoadResult]) -> float:
+        return float(np.percentile([t for r in results for t in r.good_latencies_ms], 99))
+
+    @property
+    def p99_baseline_ms(self) -> float:
+        return self._p99(self.baseline)
+
+    @property
+    def p99_hostile_ms(self) -> float:
+        return self._p99(self.hostile)
+
+    @property
+    def p99_ratio(self) -> float:
+        return self.p99_hostile_ms / self.p99_baseline_ms
+
+    def statuses(self, hostile: bool) -> Counter:
+        return sum((r.statuses for r in (self.hostile if hostile else self.baseline)), Counter())
+
+    def by_kind(self) -> dict[str, Counter]:
+        kinds: dict[str, Counter] = {}
+        for result in self.hostile:
+            for kind, counts in result.by_kind.items():
+                kinds.setdefault(kind, Counter()).update(counts)
+        return kinds
+
+    def summary(self) -> str:
+        mib = 2**20
+        return (
+            f"well-formed p99: {self.p99_baseline_ms:.0f} ms without, {self.p99_hostile_ms:.0f} ms with the hostile "
+            f"share (ratio {self.p99_ratio:.2f}); statuses without {dict(sorted(self.statuses(False).items()))}, "
+            f"with {dict(sorted(self.statuses(True).items()))}; server RSS {self.rss_start / mib:.0f} MiB at start, "
+            f"{self.rss_after_baseline / mib:.0f} MiB after the clean runs (peak {self.rss_peak_baseline / mib:.0f}), "
+            f"{self.rss_after_hostile / mib:.0f} MiB after the hostile runs (peak {self.rss_peak_hostile / mib:.0f})"
+        )
+
+
+def compare_hostile_load(
+    server: ServerProcess,
+    hostile: Sequence[Hostile | Upload],
+    *,
+    requests: int,
+    concurrency: int,
+    hostile_fraction: float = 0.15,
+    rounds: int = 2,
+    good: Sequence[Upload] | None = None,
+) -> HostileComparison:
+    """Alternate clean and hostile load runs of ``requests`` each against ``server`` (after a warm-up), sampling
+    its RSS throughout."""
+    run_load(server.url, server.token, good=good, requests=2 * concurrency, concurrency=concurrency,
+             malformed_fraction=0.0)  # fmt: skip
+    baseline: list[LoadResult] = []
+    hostile_runs: list[LoadResult] = []
+    rss_start = server.rss_bytes()
+    peaks = {False: 0, True: 0}
+    ends = {False: 0, True: 0}
+    for round_ in range(rounds):
+        for with_hostile in (False, True):
+            assert server.process is not None
+            with RssSampler(server.process.pid) as rss:
+                result = run_load(
+                    server.url, server.token, good=good, bad=hostile if with_hostile else None, requests=requests,
+                    concurrency=concurrency, malformed_fraction=hostile_fraction if with_hostile else 0.0,
+                    seed=round_,
+                )  # fmt: skip
+            (hostile_runs if with_hostile else baseline).append(result)
+            peaks[with_hostile] = max(peaks[with_hostile], rss.peak)
+            ends[with_hostile] = rss.end
+    return HostileComparison(baseline, hostile_runs, rss_start, ends[False], ends[True], peaks[False], peaks[True])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Example models
 # ---------------------------------------------------------------------------------------------------------------
@@ -367,9 +453,11 @@ def log_example_models(
 
 
 __all__ = [
+    "HostileComparison",
     "LoadResult",
     "RssSampler",
     "ServerProcess",
+    "compare_hostile_load",
     "free_port",
     "log_example_models",
     "malformed_payloads",

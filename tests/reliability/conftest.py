@@ -5,10 +5,15 @@ Every test in this folder carries the `reliability` marker (`pytest -m reliabili
 
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from hardened_service import serve_flags, start_server
+
+# Hypothesis (the API fuzzing) keeps a cache folder; keep it out of the working tree.
+os.environ.setdefault("HYPOTHESIS_STORAGE_DIRECTORY", str(Path(tempfile.gettempdir()) / "medcl-hypothesis"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
