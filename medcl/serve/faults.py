@@ -260,7 +260,7 @@ def hostile_mix(*, max_upload_bytes: int, max_pixels: int, body_idle_timeout: fl
         Hostile("colour bomb", _upload("/v1/embed", "colour.png", png_bomb(side, side, channels=3))),
         Hostile("NaN image", _upload("/v1/embed", "nan.nii", nifti_bytes(non_finite_image(np.nan)))),
         Hostile("Inf DICOM", _upload("/v1/embed", "inf.dcm", float_dicom(non_finite_image(np.inf)))),
-        Hostile("zero-size axis", _upload("/v1/segment", "empty.nii", nifti_bytes(np.zeros((32, 0, 16), np.float32)))),
+        Hostile("zero-size axis", _upload("/v1/embed", "empty.nii", nifti_bytes(np.zeros((64, 0), np.float32)))),
         Hostile("truncated DICOM", _upload("/v1/embed", "cut.dcm", dicom_bytes()[:9000])),
     ]
 
