@@ -21,7 +21,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
-    try:
+    try:  # artifacts in the temp folder too, not in ./mlruns
+        mlflow.create_experiment("medcl-serve-example", artifact_location=(root / "artifacts").as_uri())
         models = log_example_models()
     finally:
         mlflow.set_tracking_uri(previous)
