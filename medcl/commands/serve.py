@@ -34,25 +34,67 @@ def read_token(token_file: str | None) -> str | None:
 
 def main(argv: list[str]) -> int:
     from medcl.data.uploads import ImageLimits
+    from medcl.serve.app import ServeSettings
 
     defaults = ImageLimits()
+    serve = ServeSettings(models=["-"], token=None, allow_anonymous=True)  # the defaults of the service settings
     parser = command_parser("serve", "Serve medcl models registered in MLflow over HTTP.", EXAMPLES)
     parser.add_argument("--model", action="append", required=True, help="MLflow model URI or folder (repeatable)")
     parser.add_argument("--host", default="127.0.0.1", help="bind address (0.0.0.0 in containers)")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--token-file", default=None, help=f"file holding the bearer token (default: ${TOKEN_ENV})")
     parser.add_argument("--allow-anonymous", action="store_true", help="serve without a token (local testing only)")
-    parser.add_argument("--max-upload-mb", type=float, default=128.0, help="largest request body")
-    parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest 2-D image")
-    parser.add_argument("--max-voxels", type=int, default=defaults.max_voxels, help="largest 3-D/4-D volume")
-    parser.add_argument("--max-side", type=int, default=defaults.max_side, help="longest image axis")
-    parser.add_argument("--concurrency", type=int, default=2, help="inferences run at once")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    limits = parser.add_argument_group("limits (docs/deployment.md, 'Limits')")
+    limits.add_argument("--max-upload-mb", type=float, default=serve.max_upload_bytes / 2**20, help="largest body")
+    limits.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest 2-D image (x channels)")
+    limits.add_argument("--max-voxels", type=int, default=defaults.max_voxels, help="largest volume (x channels)")
+    limits.add_argument("--max-side", type=int, default=defaults.max_side, help="longest image axis")
+    limits.add_argument("--concurrency", type=int, default=serve.max_concurrency, help="inferences run at once")
+    limits.add_argument(
+        "--inference-timeout",
+        type=float,
+        default=serve.inference_timeout,
+        help="seconds from upload to answer: 503 if no inference slot frees up, 504 if it runs over",
+    )
+    limits.add_argument(
+        "--max-uploads-per-client",
+        type=int,
+        default=serve.max_uploads_per_client,
+        help="requests with a body in flight per client address (429 past it)",
+    )
+    limits.add_argument(
+        "--header-timeout", type=float, default=serve.header_timeout, help="seconds for a request's headers (408)"
+    )
+    limits.add_argument(
+        "--body-timeout", type=float, default=serve.body_timeout, help="seconds for a whole request body (408)"
+    )
+    limits.add_argument(
+        "--body-idle-timeout", type=float, default=serve.body_idle_timeout, help="seconds without a body byte (408)"
+    )
+    limits.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        default=serve.keep_alive_timeout,
+        help="seconds an idle keep-alive connection stays open",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=serve.max_connections,
+        help="connections and requests at once (uvicorn answers 503 past it)",
+    )
+    limits.add_argument(
+        "--max-header-kb", type=int, default=serve.max_header_bytes // 2**10, help="largest request head (400 past it)"
+    )
+    limits.add_argument("--trusted-proxy", action="append", default=[],
+                        help="proxy address whose X-Forwarded-For names the client (repeatable)")  # fmt: skip
     args = parser.parse_args(argv)
 
     import uvicorn
 
-    from medcl.serve.app import ServeSettings, create_app
+    from medcl.serve.app import create_app
+    from medcl.serve.server import uvicorn_config
 
     settings = ServeSettings(
         models=args.model,
@@ -61,6 +103,15 @@ def main(argv: list[str]) -> int:
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         limits=ImageLimits(max_pixels=args.max_pixels, max_voxels=args.max_voxels, max_side=args.max_side),
         max_concurrency=args.concurrency,
+        inference_timeout=args.inference_timeout,
+        max_uploads_per_client=args.max_uploads_per_client,
+        header_timeout=args.header_timeout,
+        body_timeout=args.body_timeout,
+        body_idle_timeout=args.body_idle_timeout,
+        keep_alive_timeout=args.keep_alive_timeout,
+        max_connections=args.max_connections,
+        max_header_bytes=args.max_header_kb * 2**10,
+        trusted_proxies=args.trusted_proxy,
     )
     server: uvicorn.Server | None = None
 
@@ -69,10 +120,7 @@ def main(argv: list[str]) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_load_failure=stop)
-    config = uvicorn.Config(
-        app, host=args.host, port=args.port, access_log=False, log_level=args.log_level, timeout_graceful_shutdown=10
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(uvicorn_config(app, settings, host=args.host, port=args.port, log_level=args.log_level))
     server.run()
     if app.state.models.error:
         print(f"medcl serve: error: could not load the models ({app.state.models.error})", file=sys.stderr)

@@ -12,14 +12,16 @@ service) decode the same bytes when they run under ``mlflow models serve``.
 
 from __future__ import annotations
 
+import math
+import re
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import nibabel as nib
-import numpy as np
+import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose, LoadImaged
 
@@ -43,9 +45,12 @@ class ImageTooLargeError(InvalidInputError):
 class ImageLimits:
     """Largest images decoded, checked from the file header before any pixel is decoded (decompression bombs).
 
+    Budgets count values, not positions: every channel (RGB samples, NIfTI components, DICOM samples per pixel)
+    counts, since a colour image costs its channel count times the memory of a grey one.
+
     Args:
-        max_pixels: 2-D images (rows x columns x frames for DICOM).
-        max_voxels: 3-D/4-D volumes (all spatial axes times channels).
+        max_pixels: 2-D images: columns x rows x channels.
+        max_voxels: 3-D/4-D volumes (a multi-frame DICOM is one): all spatial axes x channels.
         max_side: longest single axis.
     """
 
@@ -76,19 +81,33 @@ def _dicom_strings(ds: Any) -> set[str]:
     return found
 
 
-def _inspect_header(path: Path, suffix: str) -> tuple[tuple[int, ...] | None, set[str]]:
-    """Image dimensions and the header's text values, from the header only (no pixel decoding).
+@dataclass
+class HeaderInfo:
+    """What an upload's header says: spatial axes and channel count (None: unreadable, the decoder reports why)
+    and the header's text values, which error messages must never repeat (names, ids, dates)."""
 
-    Dimensions are None when the header is unreadable: the decoder then reports why. The text values are what
-    error messages must never repeat (they may hold patient names, ids or dates).
+    spatial: tuple[int, ...] | None = None
+    channels: int = 1
+    texts: set[str] = field(default_factory=set)
+
+
+def _inspect_header(path: Path, suffix: str) -> HeaderInfo:
+    """Dimensions and text values from the header only (no pixel decoding).
+
+    Raises:
+        ImageTooLargeError: PIL's own decompression-bomb guard refused to open the file (over twice
+            ``PIL.Image.MAX_IMAGE_PIXELS``): over a limit, so 413 like every other size limit.
     """
     try:
         if suffix in (".png", ".jpg", ".jpeg"):
             from PIL import Image
 
-            with Image.open(path) as image:
-                texts = {str(v) for v in image.info.values() if isinstance(v, (str, bytes))}
-                return (*image.size, len(image.getbands())), texts
+            try:
+                with Image.open(path) as image:
+                    texts = {str(v) for v in image.info.values() if isinstance(v, (str, bytes))}
+                    return HeaderInfo(tuple(image.size), len(image.getbands()), texts)
+            except Image.DecompressionBombError as err:
+                raise ImageTooLargeError(UPLOAD_NAME, f"decompression bomb refused ({err})") from None
         if suffix in (".nii", ".nii.gz"):
             image = nib.load(path)
             header = image.header
@@ -97,32 +116,62 @@ def _inspect_header(path: Path, suffix: str) -> tuple[tuple[int, ...] | None, se
                 for k in ("descrip", "aux_file", "intent_name", "db_name")
                 if k in header
             }
-            return tuple(int(n) for n in image.shape), texts
+            shape = tuple(int(n) for n in image.shape)  # x, y[, z[, t or 1[, components]]]
+            return HeaderInfo(shape[:3], math.prod(shape[3:]), texts)
         import pydicom
 
         ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
         frames = int(ds.get("NumberOfFrames") or 1)
-        shape = (int(ds.Rows), int(ds.Columns), max(frames, 1), int(ds.get("SamplesPerPixel") or 1))
-        return shape, _dicom_strings(ds)
-    except Exception:  # any header problem is reported by load_image with its reason
-        return None, set()
+        spatial = (int(ds.Columns), int(ds.Rows), *((frames,) if frames != 1 else ()))
+        return HeaderInfo(spatial, int(ds.get("SamplesPerPixel") or 1), _dicom_strings(ds))
+    except ImageTooLargeError:
+        raise
+    except Exception:  # any other header problem is reported by load_image with its reason
+        return HeaderInfo()
 
 
 def redact(message: str, secrets: set[str]) -> str:
-    """``message`` with every header text value of 3+ characters replaced by ``<redacted>`` (longest first)."""
+    """``message`` with every header text value of 3+ characters replaced by ``<redacted>``, whatever its case
+    (decoders and clients may upper- or lower-case a name), longest first."""
     for secret in sorted((s for s in secrets if len(s) >= 3), key=len, reverse=True):
-        message = message.replace(secret, "<redacted>")
+        message = re.sub(re.escape(secret), "<redacted>", message, flags=re.IGNORECASE)
     return message
 
 
-def check_dimensions(shape: Sequence[int], limits: ImageLimits) -> None:
-    spatial = [n for n in shape if n > 1]
-    total = int(np.prod(spatial)) if spatial else 1
-    if any(n > limits.max_side for n in shape):
-        raise ImageTooLargeError(UPLOAD_NAME, f"image axis of {max(shape)} exceeds the limit of {limits.max_side}")
-    limit = limits.max_voxels if len(spatial) >= 3 else limits.max_pixels
-    if total > limit:
-        raise ImageTooLargeError(UPLOAD_NAME, f"image of {total:,} pixels/voxels exceeds the limit of {limit:,}")
+def check_dimensions(spatial: Sequence[int], channels: int, limits: ImageLimits) -> None:
+    """An image of ``spatial`` axes and ``channels`` is non-empty and within ``limits``.
+
+    Raises:
+        InvalidInputError: an axis of length 0 (a 4xx, never a crash further down).
+        ImageTooLargeError: an axis over ``max_side``, or more values (positions x channels) than the 2-D or
+            3-D budget: 2-D unless three or more spatial axes are longer than 1.
+    """
+    shape = (*spatial, channels)
+    if not spatial or min(shape) <= 0:
+        raise InvalidInputError(UPLOAD_NAME, f"image with an empty axis (shape {tuple(spatial)}, {channels} channels)")
+    if max(spatial) > limits.max_side:
+        raise ImageTooLargeError(UPLOAD_NAME, f"image axis of {max(spatial)} exceeds the limit of {limits.max_side}")
+    values = math.prod(shape)
+    volume = sum(n > 1 for n in spatial) >= 3
+    limit = limits.max_voxels if volume else limits.max_pixels
+    if values > limit:
+        kind = "voxel values" if volume else "pixel values"
+        raise ImageTooLargeError(
+            UPLOAD_NAME,
+            f"image of {' x '.join(map(str, spatial))} x {channels} channel(s) = {values:,} {kind} exceeds the limit "
+            f"of {limit:,}",
+        )
+
+
+def check_finite(image: MetaTensor) -> None:
+    """NaN or infinite pixels (float NIfTI/DICOM, a rescale slope of inf) would flow through every model as NaN
+    outputs: refuse them as bad input."""
+    finite = torch.isfinite(image)
+    if not bool(finite.all()):
+        bad = int(finite.numel() - finite.sum())
+        raise InvalidInputError(UPLOAD_NAME, f"{bad:,} of {finite.numel():,} pixel values are NaN or infinite")
+    if not bool(torch.isfinite(torch.as_tensor(image.affine)).all()):
+        raise InvalidInputError(UPLOAD_NAME, "the image geometry (affine/spacing) holds NaN or infinite values")
 
 
 def read_upload(
@@ -132,11 +181,13 @@ def read_upload(
 
     Raises:
         UnsupportedMediaError: a suffix medcl does not read.
-        ImageTooLargeError: dimensions over ``limits`` (checked before decoding).
-        InvalidInputError: a corrupt, truncated or non-image file, with the decoder's reason.
+        ImageTooLargeError: dimensions over ``limits`` (checked before decoding), decompression bombs.
+        InvalidInputError: a corrupt, truncated or non-image file, with the decoder's reason; an empty axis;
+            NaN or infinite pixel values.
     """
     from medcl.data.image_io import load_image
 
+    limits = limits or ImageLimits()
     suffix = upload_suffix(filename)
     if suffix not in UPLOAD_SUFFIXES:
         raise UnsupportedMediaError(
@@ -147,15 +198,19 @@ def read_upload(
     with tempfile.TemporaryDirectory(prefix="medcl-upload-") as folder:
         path = Path(folder) / f"{UPLOAD_NAME}{suffix}"
         path.write_bytes(content)
-        shape, header_text = _inspect_header(path, suffix)
-        if shape is not None:
-            check_dimensions(shape, limits or ImageLimits())
+        header = _inspect_header(path, suffix)
+        if header.spatial is not None:
+            check_dimensions(header.spatial, header.channels, limits)
         try:
             image = load_image(path, voi_lut=voi_lut)
         except InvalidInputError as err:
-            reason = redact(err.reason.replace(str(path), UPLOAD_NAME).replace(folder, "."), header_text)
+            reason = redact(err.reason.replace(str(path), UPLOAD_NAME).replace(folder, "."), header.texts)
             raise InvalidInputError(UPLOAD_NAME, reason) from None
-        check_dimensions(tuple(image.shape), limits or ImageLimits())
+        except Exception as err:  # a decoder crash on hostile bytes is still bad input, not a server error
+            reason = f"cannot decode the file ({type(err).__name__}: {err})".replace(str(path), UPLOAD_NAME)
+            raise InvalidInputError(UPLOAD_NAME, redact(reason.replace(folder, "."), header.texts)) from None
+        check_dimensions(tuple(image.shape[1:]), int(image.shape[0]), limits)
+        check_finite(image)
     image.meta["filename_or_obj"] = UPLOAD_NAME
     return image
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from medcl.data.cxr import cxr_pipeline
 from medcl.data.uploads import UPLOAD_NAME, without_loading
-from medcl.deploy.pyfunc import MedclPyfunc, Payload, example_png, load_tensors, register_kind
+from medcl.deploy.pyfunc import MedclPyfunc, Payload, example_png, load_tensors, register_kind, require_finite
 from medcl.errors import ConfigError, InvalidInputError
 from medcl.eval.zeroshot import PROMPTS, class_prompt_embeddings, zero_shot_scores
 from medcl.models.factory import build_component, model_config
@@ -62,7 +62,10 @@ def radiograph_tensor(image: MetaTensor, image_size: int) -> Tensor:
     elif image.shape[0] != 1:
         raise InvalidInputError(UPLOAD_NAME, f"expected a grey or RGB image, got {image.shape[0]} channels")
     out = without_loading(cxr_pipeline(image_size, train=False))({"image": image})["image"]
-    return torch.as_tensor(out, dtype=torch.float32)[None]
+    out = torch.as_tensor(out, dtype=torch.float32)[None]
+    if not bool(torch.isfinite(out).all()):  # finite pixels whose range overflows float32 in the normalisation
+        raise InvalidInputError(UPLOAD_NAME, "pixel values too large: normalising them gives NaN or infinite values")
+    return out
 
 
 @register_kind
@@ -84,11 +87,16 @@ class ImageTextPyfunc(MedclPyfunc):
 
     @torch.no_grad()
     def embed(self, image: MetaTensor) -> Tensor:
-        return self.model(radiograph_tensor(image, self.config["image_size"]))[0]
+        return require_finite(self.model(radiograph_tensor(image, self.config["image_size"]))[0], "embedding")
 
     def zero_shot(self, embedding: Tensor) -> dict[str, float]:
         scores = zero_shot_scores(embedding[None], self.positive, self.negative, self.config["logit_scale"])[0]
+        scores = require_finite(torch.as_tensor(scores), "zero-shot scores")
         return {name: float(s) for name, s in zip(self.classes, scores)}
+
+    @torch.no_grad()
+    def self_check(self) -> None:
+        self.zero_shot(self.embed(self.decode(example_png(), "example.png")))
 
     def predict_image(self, image: MetaTensor) -> dict[str, Any]:
         embedding = self.embed(image)

@@ -31,7 +31,7 @@ import yaml
 from monai.data import MetaTensor
 
 from medcl.data.uploads import ImageLimits, read_upload
-from medcl.errors import ConfigError, InvalidInputError
+from medcl.errors import ConfigError, InvalidInputError, MedclError
 
 # kind -> module defining its wrapper; imported on first use so loading one kind does not import the others.
 KIND_MODULES = {
@@ -48,6 +48,22 @@ from medcl.deploy.pyfunc import wrapper_class
 
 mlflow.models.set_model(wrapper_class({kind!r})())
 """
+
+
+class NonFiniteOutputError(MedclError):
+    """A model produced NaN or infinite values. Uploads are refused when their pixels are not finite, and a model is
+    refused at load when its own input example gives such values (:meth:`MedclPyfunc.self_check`), so at request
+    time it means an input the model cannot handle (values far outside what it was trained on)."""
+
+
+def require_finite(values: torch.Tensor, what: str) -> torch.Tensor:
+    """``values`` unchanged if all finite; otherwise :class:`NonFiniteOutputError` naming ``what`` (never a null
+    or NaN in a response)."""
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        bad = int(finite.numel() - finite.sum())
+        raise NonFiniteOutputError(f"the model produced {bad:,} NaN or infinite value(s) in its {what}")
+    return values
 
 
 @dataclass
@@ -103,6 +119,10 @@ class MedclPyfunc(mlflow.pyfunc.PythonModel):
 
     def predict_image(self, image: MetaTensor) -> dict[str, Any]:
         raise NotImplementedError
+
+    def self_check(self) -> None:
+        """Run the model once on a built-in example; raises :class:`NonFiniteOutputError` for a model with NaN or
+        infinite outputs (e.g. registered after a diverged training), so a service refuses it at load."""
 
     # Inference entry points disable autograd themselves: grad mode is per thread, and the service calls them from
     # worker threads (a global switch at load time would only reach the loading thread).

@@ -23,7 +23,14 @@ from monai.transforms import Compose, Invertd
 
 from medcl.data.preprocessing import Preprocessing
 from medcl.data.uploads import UPLOAD_NAME
-from medcl.deploy.pyfunc import MedclPyfunc, Payload, example_nifti, load_tensors, register_kind
+from medcl.deploy.pyfunc import (
+    MedclPyfunc,
+    Payload,
+    example_nifti,
+    load_tensors,
+    register_kind,
+    require_finite,
+)
 from medcl.errors import ConfigError, InvalidInputError
 from medcl.models.factory import build_model
 from medcl.models.volume import network_spec
@@ -67,6 +74,8 @@ class SegmentationPyfunc(MedclPyfunc):
             raise InvalidInputError(UPLOAD_NAME, f"the model expects {expected} channel(s), got {image.shape[0]}")
         original_affine = np.asarray(image.affine, dtype=np.float64)
         data = self.preprocess({"image": image})
+        if not bool(torch.isfinite(data["image"]).all()):  # finite voxels whose range overflows in preprocessing
+            raise InvalidInputError(UPLOAD_NAME, "voxel values too large: preprocessing gives NaN or infinite values")
         logits = sliding_window_inference(
             data["image"][None].float(),
             tuple(self.inference["roi_size"]),
@@ -75,6 +84,7 @@ class SegmentationPyfunc(MedclPyfunc):
             overlap=self.inference["overlap"],
             padding_mode="constant",
         )
+        require_finite(logits, "segmentation logits")  # argmax would turn NaN into a plausible-looking label map
         data["pred"] = MetaTensor(logits[0].argmax(dim=0, keepdim=True).float(), meta=dict(data["image"].meta))
         data["pred"].applied_operations = list(data["image"].applied_operations)
         inverted = Invertd(keys="pred", transform=self.preprocess, orig_keys="image", nearest_interp=True)(data)
@@ -82,6 +92,9 @@ class SegmentationPyfunc(MedclPyfunc):
         if label_map.shape != spatial:
             raise RuntimeError(f"inverted label map {label_map.shape} does not match the input grid {spatial}")
         return label_map, original_affine
+
+    def self_check(self) -> None:
+        self.segment(self.decode(example_nifti(int(self.config["network"].get("in_channels", 1))), "example.nii"))
 
     def predict_image(self, image: MetaTensor) -> dict[str, Any]:
         label_map, affine = self.segment(image)

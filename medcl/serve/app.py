@@ -1,41 +1,47 @@
 """The inference service: a FastAPI app over medcl pyfunc models from MLflow.
 
-Safety properties, each enforced here rather than left to a proxy:
+Safety properties, each enforced here rather than left to a proxy (docs/deployment.md, "Limits", says which limit
+lives where):
 
-* token authentication (``Authorization: Bearer <token>``, constant-time comparison) on every model endpoint;
-  ``/health``, ``/ready`` and the OpenAPI schema stay open for orchestrators and clients;
-* a request-body limit (413 before the body is read when ``Content-Length`` says so, and while streaming
-  otherwise) and image-dimension limits checked from the file header before decoding (413);
+* token authentication (``Authorization: Bearer <token>``, constant-time comparison) on every model endpoint,
+  checked before a byte of the body is read (:mod:`medcl.serve.guards`): an unauthenticated upload is never
+  received, parsed or spooled; ``/health``, ``/ready`` and the OpenAPI schema stay open for orchestrators;
+* limits, each answered with a 4xx: body size (413, declared or streamed), body pace (408), uploads in flight per
+  client (429), image dimensions from the file header before decoding, every channel counted (413, decompression
+  bombs included); inference gets a deadline (503 when no slot frees up in time, 504 when it runs over);
 * bad input is a 4xx with a message a user can act on: 415 unsupported type, 422 corrupt/truncated/not an image,
-  404 for an endpoint the loaded models do not provide; a 500 is a bug, logged without request data;
+  an empty axis, NaN/infinite pixels, wrong dimensionality; 404 for an endpoint the loaded models do not provide;
+  a model output is never NaN or null (a model whose own example gives NaN is refused at load); a 500 is a bug,
+  logged without request data;
 * no PHI: uploads are written under a neutral name in a private temp folder, responses carry only model outputs
-  (segmentations get a fresh NIfTI header), error messages have header text values redacted, and the log lines
-  hold request id, route, status, size and latency only (uvicorn's access log is replaced by them);
+  (segmentations get a fresh NIfTI header), error messages have header text values redacted (any case), and the
+  log lines hold request id, route, status, size and latency only (uvicorn's access log is replaced by them);
 * models load in the background: ``/health`` answers at once, ``/ready`` turns 200 once every model is loaded.
 """
 
 from __future__ import annotations
 
-import hmac
+import asyncio
 import logging
 import threading
 import time
-import uuid
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
 
 import anyio
 from fastapi import Depends, FastAPI, File, Request, UploadFile
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from medcl.data.uploads import ImageLimits, ImageTooLargeError, UnsupportedMediaError
-from medcl.deploy.pyfunc import MedclPyfunc, load_model_folder
+from medcl.deploy.pyfunc import MedclPyfunc, NonFiniteOutputError, load_model_folder
 from medcl.deploy.segmentation import nifti_bytes
 from medcl.errors import ConfigError, InvalidInputError
+from medcl.serve.guards import RequestLog, UploadGuard, token_matches
 
 log = logging.getLogger("medcl.serve")
 
@@ -49,15 +55,24 @@ CAPABILITY_ROUTES = {
 
 @dataclass
 class ServeSettings:
-    """Service configuration.
+    """Service configuration (``medcl serve`` flags; docs/deployment.md, "Limits").
 
     Args:
         models: MLflow model URIs (``models:/name@alias``, ``runs:/...``, a local model folder) of medcl pyfuncs;
             each endpoint is served by the model that provides it.
         token: the bearer token clients must send; None only with ``allow_anonymous``.
         max_upload_bytes: largest request body.
-        limits: largest image dimensions decoded.
-        max_concurrency: inferences run at once (the rest wait their turn).
+        limits: largest image dimensions decoded (every channel counted).
+        max_concurrency: inferences run at once (the rest wait their turn, up to ``inference_timeout``).
+        inference_timeout: seconds from the body's arrival to the model's answer: 503 when no inference slot frees
+            up in time, 504 when the inference itself runs over.
+        max_uploads_per_client: requests with a body in flight per client address (429 past it).
+        header_timeout: seconds for a request head (request line and headers).
+        body_timeout: seconds for a whole request body; ``body_idle_timeout``: seconds without a body byte (408).
+        keep_alive_timeout: seconds an idle keep-alive connection stays open.
+        max_connections: open connections and requests at once (uvicorn answers 503 past it).
+        max_header_bytes: largest request head (uvicorn/h11 answers 400 past it).
+        trusted_proxies: addresses whose ``X-Forwarded-For`` names the client (for the per-client limit).
     """
 
     models: Sequence[str]
@@ -66,6 +81,15 @@ class ServeSettings:
     max_upload_bytes: int = 128 * 2**20
     limits: ImageLimits = field(default_factory=ImageLimits)
     max_concurrency: int = 2
+    inference_timeout: float = 120.0
+    max_uploads_per_client: int = 16
+    header_timeout: float = 10.0
+    body_timeout: float = 120.0
+    body_idle_timeout: float = 15.0
+    keep_alive_timeout: int = 5
+    max_connections: int = 256
+    max_header_bytes: int = 16 * 2**10
+    trusted_proxies: Sequence[str] = ()
 
     def __post_init__(self) -> None:
         if not self.models:
@@ -74,6 +98,16 @@ class ServeSettings:
             raise ConfigError("no token: set MEDCL_SERVE_TOKEN (or --token-file), or pass --allow-anonymous")
         if self.token is not None and len(self.token) < 16:
             raise ConfigError("the token must be at least 16 characters")
+        positive = {
+            "max_upload_bytes": self.max_upload_bytes, "max_concurrency": self.max_concurrency,
+            "inference_timeout": self.inference_timeout, "max_uploads_per_client": self.max_uploads_per_client,
+            "header_timeout": self.header_timeout, "body_timeout": self.body_timeout,
+            "body_idle_timeout": self.body_idle_timeout, "max_connections": self.max_connections,
+            "max_header_bytes": self.max_header_bytes,
+        }  # fmt: skip
+        for name, value in positive.items():
+            if not value > 0:
+                raise ConfigError(f"{name} must be positive, got {value}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -110,6 +144,10 @@ class ModelSet:
                 started = time.perf_counter()
                 model = self.loader(uri)
                 model.limits = self.limits
+                try:
+                    model.self_check()
+                except NonFiniteOutputError as err:
+                    raise ConfigError(f"{uri}: refusing to serve it: on its input example {err}") from None
                 for capability in model.capabilities:
                     if capability in self.by_capability:
                         raise ConfigError(f"two models provide {capability!r}; serve one per capability")
@@ -139,64 +177,45 @@ class CapabilityMissing(Exception):
     pass
 
 
-# ---------------------------------------------------------------------------------------------------------------
-# Middleware
-# ---------------------------------------------------------------------------------------------------------------
-
-
-class _BodyTooLarge(Exception):
+class InferenceBusy(Exception):
     pass
 
 
-class BodySizeLimit:
-    """Pure ASGI middleware: 413 for request bodies over ``max_bytes`` (declared or streamed)."""
+class InferenceTimeout(Exception):
+    pass
 
-    def __init__(self, app: Any, max_bytes: int) -> None:
-        self.app = app
-        self.max_bytes = max_bytes
 
-    async def _reject(self, send: Callable[[dict], Awaitable[None]]) -> None:
-        detail = f"request body exceeds the limit of {self.max_bytes:,} bytes"
-        response = JSONResponse({"detail": detail}, status_code=413)
-        await send({"type": "http.response.start", "status": 413, "headers": response.raw_headers})
-        await send({"type": "http.response.body", "body": response.body})
+class InferenceQueue:
+    """At most ``slots`` inferences at once, each request waiting at most ``timeout`` seconds in all.
 
-    async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._reject(send)
-            return
-        received = 0
-        exceeded = False
-        started = False
+    Inference runs in a worker thread, which cannot be interrupted: a request past its deadline gets its 504 at
+    once, while its inference finishes in the background and keeps its slot until then, so the number of
+    inferences running never exceeds ``slots`` (and a stuck model turns later requests into 503s, not into a pile
+    of threads).
+    """
 
-        async def limited_receive() -> dict:
-            nonlocal received, exceeded
-            message = await receive()
-            if message["type"] == "http.request":
-                received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    exceeded = True
-                    raise _BodyTooLarge
-            return message
+    def __init__(self, slots: int, timeout: float) -> None:
+        self.slots = slots
+        self.timeout = timeout
+        self._free: asyncio.Semaphore | None = None  # made in the server's event loop, on first use
 
-        async def guarded_send(message: dict) -> None:
-            nonlocal started
-            if exceeded:
-                return  # whatever the app makes of the aborted body, the client gets the 413
-            started = started or message["type"] == "http.response.start"
-            await send(message)
-
+    async def run(self, work: Callable[[], Any]) -> Any:
+        loop = asyncio.get_running_loop()
+        if self._free is None:
+            self._free = asyncio.Semaphore(self.slots)
+        free = self._free
+        deadline = loop.time() + self.timeout
         try:
-            await self.app(scope, limited_receive, guarded_send)
-        except Exception:
-            if not exceeded:
-                raise
-        if exceeded and not started:
-            await self._reject(send)
+            await asyncio.wait_for(free.acquire(), self.timeout)
+        except asyncio.TimeoutError:
+            raise InferenceBusy(f"all {self.slots} inference slot(s) stayed busy for {self.timeout:g} s") from None
+        future = loop.run_in_executor(None, work)
+        future.add_done_callback(lambda _: free.release())
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), max(deadline - loop.time(), 0.0))
+        except asyncio.TimeoutError:
+            future.add_done_callback(lambda f: f.exception())  # retrieved: no "exception never retrieved" noise
+            raise InferenceTimeout(f"inference did not finish within {self.timeout:g} s") from None
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -232,12 +251,16 @@ class Problem(BaseModel):
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": Problem, "description": "unreadable multipart body"},
     401: {"model": Problem, "description": "missing or wrong bearer token"},
     404: {"model": Problem, "description": "no loaded model provides this endpoint"},
-    413: {"model": Problem, "description": "request body or image dimensions over the limits"},
+    408: {"model": Problem, "description": "request headers or body too slow"},
+    413: {"model": Problem, "description": "request body or image over the limits (decompression bombs included)"},
     415: {"model": Problem, "description": "unsupported file type"},
-    422: {"model": Problem, "description": "corrupt, truncated or unusable image"},
-    503: {"model": Problem, "description": "models still loading"},
+    422: {"model": Problem, "description": "missing file; corrupt, truncated, empty, non-finite or unusable image"},
+    429: {"model": Problem, "description": "too many uploads in flight from this client"},
+    503: {"model": Problem, "description": "models still loading, or every inference slot busy past the deadline"},
+    504: {"model": Problem, "description": "inference ran past the deadline"},
 }
 
 # Module level: FastAPI resolves the (postponed) annotations of endpoint functions in this module's namespace.
@@ -257,7 +280,7 @@ def create_app(
 ) -> FastAPI:
     """Build the app; models load in a background thread started with the app (``/ready`` says when done)."""
     models = ModelSet(settings.models, settings.limits, loader)
-    limiter = anyio.CapacityLimiter(settings.max_concurrency)
+    inference = InferenceQueue(settings.max_concurrency, settings.inference_timeout)
 
     def load_then_report() -> None:
         models.load()
@@ -278,10 +301,12 @@ def create_app(
     app.state.models = models
 
     def authorize(credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)]) -> None:
+        """Declares the scheme in the OpenAPI schema; the check that matters ran in UploadGuard before the body
+        was read, and this repeats it for routes reached some other way."""
         if settings.token is None:
             return
-        given = credentials.credentials if credentials is not None else ""
-        if not hmac.compare_digest(given.encode(), settings.token.encode()):
+        given = f"Bearer {credentials.credentials}" if credentials is not None else ""
+        if not token_matches(given.encode(), settings.token):
             raise Unauthorized
 
     async def run_model(capability: str, upload: UploadFile, fn: Callable[[MedclPyfunc, Any], Any]) -> Any:
@@ -292,7 +317,7 @@ def create_app(
         def work() -> Any:
             return fn(model, model.decode(content, filename))
 
-        return await anyio.to_thread.run_sync(work, limiter=limiter)
+        return await inference.run(work)
 
     secured = [Depends(authorize)]
 
@@ -349,8 +374,15 @@ def create_app(
         return Response(body, media_type="application/gzip", headers=headers)
 
     _install_error_handlers(app)
-    _install_request_log(app)
-    app.add_middleware(BodySizeLimit, max_bytes=settings.max_upload_bytes)
+    app.add_middleware(
+        UploadGuard,
+        token=settings.token,
+        max_bytes=settings.max_upload_bytes,
+        max_uploads_per_client=settings.max_uploads_per_client,
+        body_timeout=settings.body_timeout,
+        body_idle_timeout=settings.body_idle_timeout,
+    )
+    app.add_middleware(RequestLog, known_paths=[getattr(route, "path", "") for route in app.routes])  # outermost
     return app
 
 
@@ -373,6 +405,30 @@ def _install_error_handlers(app: FastAPI) -> None:
         request.state.error = type(err).__name__
         return _problem(status, str(err))
 
+    @app.exception_handler(NonFiniteOutputError)
+    async def non_finite(request: Request, err: NonFiniteOutputError) -> JSONResponse:
+        request.state.error = type(err).__name__
+        return _problem(422, f"upload: {err}; no result is returned for this image")
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
+        # One message string like every other error (FastAPI's default is a list that may quote the input).
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in e.get('loc', ()))}: {e.get('msg', 'invalid')}" for e in err.errors()
+        )
+        request.state.error = "RequestValidationError"
+        return _problem(422, f"request: {problems}")
+
+    @app.exception_handler(InferenceBusy)
+    async def busy(request: Request, err: InferenceBusy) -> JSONResponse:
+        request.state.error = type(err).__name__
+        return _problem(503, f"server busy: {err}; retry later", {"Retry-After": "5"})
+
+    @app.exception_handler(InferenceTimeout)
+    async def timed_out(request: Request, err: InferenceTimeout) -> JSONResponse:
+        request.state.error = type(err).__name__
+        return _problem(504, f"{err} (the service's --inference-timeout); send a smaller image or retry later")
+
     @app.exception_handler(CapabilityMissing)
     async def missing(request: Request, err: CapabilityMissing) -> JSONResponse:
         return _problem(404, str(err))
@@ -381,36 +437,6 @@ def _install_error_handlers(app: FastAPI) -> None:
     async def not_ready(request: Request, err: ServiceNotReady) -> JSONResponse:
         detail = "models are still loading" if not str(err) or str(err) == "None" else "model loading failed"
         return _problem(503, detail, {"Retry-After": "5"})
-
-
-def _install_request_log(app: FastAPI) -> None:
-    """One log line per request (id, method, route template, status, size, latency) and PHI-safe 500s."""
-
-    @app.middleware("http")
-    async def request_log(request: Request, call_next: Callable) -> Response:
-        given = request.headers.get("x-request-id", "")[:64]
-        request.state.id = given if given.isalnum() else uuid.uuid4().hex[:12]
-        started = time.perf_counter()
-        try:
-            response = await call_next(request)
-        except Exception as err:
-            # Messages and tracebacks may quote request data: log where it happened, not what it said.
-            tb = err.__traceback__
-            while tb is not None and tb.tb_next is not None:
-                tb = tb.tb_next
-            where = f"{tb.tb_frame.f_code.co_filename}:{tb.tb_lineno}" if tb else "?"
-            log.error("%s internal error %s at %s", request.state.id, type(err).__name__, where)
-            response = _problem(500, f"internal error (request {request.state.id})")
-        route = request.scope.get("route")
-        path = getattr(route, "path", "<unmatched>")  # the template: raw paths of unknown URLs are not logged
-        response.headers["X-Request-ID"] = request.state.id
-        log.info(
-            "%s %s %s %d %s bytes %.1f ms %s",
-            request.state.id, request.method, path, response.status_code,
-            request.headers.get("content-length", "-"), (time.perf_counter() - started) * 1000,
-            getattr(request.state, "error", ""),
-        )  # fmt: skip
-        return response
 
 
 def _version() -> str:

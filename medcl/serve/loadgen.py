@@ -1,5 +1,8 @@
 """Load generation and a managed ``medcl serve`` process, for the service tests and ``benchmarks/serve.py``.
 
+A load run mixes well-formed uploads with malformed ones and hostile clients (:mod:`medcl.serve.faults`), and
+reports statuses, latencies of the well-formed requests and, with :class:`RssSampler`, the server's memory.
+
 Only for loopback targets you own: every run is a bounded number of requests.
 """
 
@@ -11,6 +14,7 @@ import random
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -18,6 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from medcl.serve.faults import Hostile
+
+Upload = tuple[str, str, bytes]  # (endpoint, filename, content)
 
 
 def free_port() -> int:
@@ -78,6 +86,11 @@ class ServerProcess:
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
+    def rss_bytes(self) -> int:
+        """The server process's resident memory (Linux ``/proc``)."""
+        assert self.process is not None
+        return rss_bytes(self.process.pid)
+
     def __exit__(self, *exc: object) -> None:
         if self.process is not None and self.process.poll() is None:
             self.process.terminate()
@@ -87,6 +100,52 @@ class ServerProcess:
                 self.process.kill()
                 self.process.wait()
         self._log.close()
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of process ``pid`` in bytes, from ``/proc/<pid>/status`` (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for process {pid}")
+
+
+class RssSampler:
+    """Samples a process's RSS every ``interval`` seconds while in a ``with`` block: ``start``, ``peak``, ``end``."""
+
+    def __init__(self, pid: int, interval: float = 0.05) -> None:
+        self.pid = pid
+        self.interval = interval
+        self.samples: list[int] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.samples.append(rss_bytes(self.pid))
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> RssSampler:
+        self.samples.append(rss_bytes(self.pid))
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.samples.append(rss_bytes(self.pid))
+
+    @property
+    def start(self) -> int:
+        return self.samples[0]
+
+    @property
+    def end(self) -> int:
+        return self.samples[-1]
+
+    @property
+    def peak(self) -> int:
+        return max(self.samples)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -122,10 +181,16 @@ def malformed_payloads() -> list[tuple[str, str, bytes]]:
 
 @dataclass
 class LoadResult:
-    """Statuses and latencies of one load run (latencies of all requests, well-formed and malformed)."""
+    """Statuses and latencies of one load run (latencies of all requests, well-formed and malformed).
+
+    ``cut`` counts hostile requests the server closed without an answer (a raw client saw no status line);
+    ``by_kind`` maps each malformed or hostile kind to its statuses.
+    """
 
     statuses: Counter = field(default_factory=Counter)
     malformed_statuses: Counter = field(default_factory=Counter)
+    by_kind: dict[str, Counter] = field(default_factory=dict)
+    cut: int = 0
     latencies_ms: list[float] = field(default_factory=list)
     good_latencies_ms: list[float] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)  # transport errors (connection reset, timeout)
@@ -144,7 +209,7 @@ class LoadResult:
         return (
             f"{n} requests in {self.wall_s:.2f} s ({n / max(self.wall_s, 1e-9):.1f} req/s), "
             f"statuses {dict(sorted(self.statuses.items()))}, "
-            f"malformed -> {dict(sorted(self.malformed_statuses.items()))}, "
+            f"malformed -> {dict(sorted(self.malformed_statuses.items()))}, cut without answer {self.cut}, "
             f"transport failures {len(self.failures)}; latency p50 {self.percentile(50):.1f} ms, "
             f"p99 {self.percentile(99):.1f} ms (well-formed p50 {self.percentile(50, True):.1f}, "
             f"p99 {self.percentile(99, True):.1f})"
@@ -154,8 +219,8 @@ class LoadResult:
 async def _load(
     url: str,
     token: str,
-    good: Sequence[tuple[str, str, bytes]],
-    bad: Sequence[tuple[str, str, bytes]],
+    good: Sequence[Upload],
+    bad: Sequence[Upload | Hostile],
     requests: int,
     concurrency: int,
     malformed_fraction: float,
@@ -177,20 +242,30 @@ async def _load(
 
     async with httpx.AsyncClient(base_url=url, timeout=timeout, limits=limits, headers=headers) as client:
 
-        async def one(malformed: bool, item: tuple[str, str, bytes]) -> None:
-            endpoint, filename, content = item
+        async def one(malformed: bool, item: Upload | Hostile) -> None:
             async with gate:
                 started = time.perf_counter()
-                try:
-                    response = await client.post(endpoint, files={"file": (filename, content)})
-                except httpx.HTTPError as err:
-                    result.failures.append(type(err).__name__)
-                    return
+                if isinstance(item, Hostile):
+                    kind, status = item.name, await item.act(url, token)
+                else:
+                    endpoint, filename, content = item
+                    kind = f"{endpoint} {filename}"
+                    try:
+                        response = await client.post(endpoint, files={"file": (filename, content)})
+                    except httpx.HTTPError as err:
+                        result.failures.append(type(err).__name__)
+                        return
+                    status = response.status_code
                 elapsed = (time.perf_counter() - started) * 1000
-            result.statuses[response.status_code] += 1
+            if status is None:
+                result.cut += 1
+                result.by_kind.setdefault(kind, Counter())["cut"] += 1
+                return
+            result.statuses[status] += 1
             result.latencies_ms.append(elapsed)
             if malformed:
-                result.malformed_statuses[response.status_code] += 1
+                result.malformed_statuses[status] += 1
+                result.by_kind.setdefault(kind, Counter())[status] += 1
             else:
                 result.good_latencies_ms.append(elapsed)
 
@@ -204,15 +279,16 @@ def run_load(
     url: str,
     token: str,
     *,
-    good: Sequence[tuple[str, str, bytes]] | None = None,
-    bad: Sequence[tuple[str, str, bytes]] | None = None,
+    good: Sequence[Upload] | None = None,
+    bad: Sequence[Upload | Hostile] | None = None,
     requests: int = 200,
     concurrency: int = 200,
     malformed_fraction: float = 0.1,
     seed: int = 0,
     timeout: float = 300.0,
 ) -> LoadResult:
-    """``requests`` uploads, ``concurrency`` in flight at once, ``malformed_fraction`` of them malformed."""
+    """``requests`` uploads, ``concurrency`` in flight at once, ``malformed_fraction`` of them malformed or hostile
+    (``bad``: uploads, or :class:`~medcl.serve.faults.Hostile` clients, taken in turn)."""
     if not url.startswith(("http://127.0.0.1", "http://localhost")):
         raise ValueError(f"load runs only target loopback services, not {url}")
     from medcl.deploy.pyfunc import example_png
@@ -220,6 +296,92 @@ def run_load(
     good = good or [("/v1/embed", "ct.dcm", ct_small_bytes()), ("/v1/embed", "image.png", example_png(96))]
     bad = bad or malformed_payloads()
     return asyncio.run(_load(url, token, good, bad, requests, concurrency, malformed_fraction, seed, timeout))
+
+
+@dataclass
+class HostileComparison:
+    """Well-formed latency and server memory with and without a hostile share, measured in the same run.
+
+    The two conditions alternate (``rounds`` times each) so a slow drift of the machine's load hits both alike.
+    """
+
+    baseline: list[LoadResult]
+    hostile: list[LoadResult]
+    rss_start: int
+    rss_after_baseline: int
+    rss_after_hostile: int
+    rss_peak_baseline: int
+    rss_peak_hostile: int
+
+    @staticmethod
+    def _p99(results: list[LoadResult]) -> float:
+        return float(np.percentile([t for r in results for t in r.good_latencies_ms], 99))
+
+    @property
+    def p99_baseline_ms(self) -> float:
+        return self._p99(self.baseline)
+
+    @property
+    def p99_hostile_ms(self) -> float:
+        return self._p99(self.hostile)
+
+    @property
+    def p99_ratio(self) -> float:
+        return self.p99_hostile_ms / self.p99_baseline_ms
+
+    def statuses(self, hostile: bool) -> Counter:
+        return sum((r.statuses for r in (self.hostile if hostile else self.baseline)), Counter())
+
+    def by_kind(self) -> dict[str, Counter]:
+        kinds: dict[str, Counter] = {}
+        for result in self.hostile:
+            for kind, counts in result.by_kind.items():
+                kinds.setdefault(kind, Counter()).update(counts)
+        return kinds
+
+    def summary(self) -> str:
+        mib = 2**20
+        return (
+            f"well-formed p99: {self.p99_baseline_ms:.0f} ms without, {self.p99_hostile_ms:.0f} ms with the hostile "
+            f"share (ratio {self.p99_ratio:.2f}); statuses without {dict(sorted(self.statuses(False).items()))}, "
+            f"with {dict(sorted(self.statuses(True).items()))}; server RSS {self.rss_start / mib:.0f} MiB at start, "
+            f"{self.rss_after_baseline / mib:.0f} MiB after the clean runs (peak {self.rss_peak_baseline / mib:.0f}), "
+            f"{self.rss_after_hostile / mib:.0f} MiB after the hostile runs (peak {self.rss_peak_hostile / mib:.0f})"
+        )
+
+
+def compare_hostile_load(
+    server: ServerProcess,
+    hostile: Sequence[Hostile | Upload],
+    *,
+    requests: int,
+    concurrency: int,
+    hostile_fraction: float = 0.15,
+    rounds: int = 2,
+    good: Sequence[Upload] | None = None,
+) -> HostileComparison:
+    """Alternate clean and hostile load runs of ``requests`` each against ``server`` (after a warm-up), sampling
+    its RSS throughout."""
+    run_load(server.url, server.token, good=good, requests=2 * concurrency, concurrency=concurrency,
+             malformed_fraction=0.0)  # fmt: skip
+    baseline: list[LoadResult] = []
+    hostile_runs: list[LoadResult] = []
+    rss_start = server.rss_bytes()
+    peaks = {False: 0, True: 0}
+    ends = {False: 0, True: 0}
+    for round_ in range(rounds):
+        for with_hostile in (False, True):
+            assert server.process is not None
+            with RssSampler(server.process.pid) as rss:
+                result = run_load(
+                    server.url, server.token, good=good, bad=hostile if with_hostile else None, requests=requests,
+                    concurrency=concurrency, malformed_fraction=hostile_fraction if with_hostile else 0.0,
+                    seed=round_,
+                )  # fmt: skip
+            (hostile_runs if with_hostile else baseline).append(result)
+            peaks[with_hostile] = max(peaks[with_hostile], rss.peak)
+            ends[with_hostile] = rss.end
+    return HostileComparison(baseline, hostile_runs, rss_start, ends[False], ends[True], peaks[False], peaks[True])
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -290,4 +452,15 @@ def log_example_models(
     return {"image_text": str(cxr.registered), "segmentation": str(seg.registered)}
 
 
-__all__ = ["LoadResult", "ServerProcess", "free_port", "log_example_models", "malformed_payloads", "run_load"]
+__all__ = [
+    "HostileComparison",
+    "LoadResult",
+    "RssSampler",
+    "ServerProcess",
+    "compare_hostile_load",
+    "free_port",
+    "log_example_models",
+    "malformed_payloads",
+    "rss_bytes",
+    "run_load",
+]

@@ -21,7 +21,8 @@ def served(tmp_path_factory: pytest.TempPathFactory):
     uri = f"sqlite:///{root / 'mlflow.db'}"
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(uri)
-    try:
+    try:  # artifacts in the temp folder too, not in ./mlruns
+        mlflow.create_experiment("medcl-serve-example", artifact_location=(root / "artifacts").as_uri())
         models = log_example_models()
     finally:
         mlflow.set_tracking_uri(previous)
@@ -30,7 +31,16 @@ def served(tmp_path_factory: pytest.TempPathFactory):
         [models["image_text"], models["segmentation"]],
         token,
         root / "serve.log",
-        extra_args=["--max-upload-mb", "2", "--max-pixels", "100000"],
+        extra_args=[
+            "--max-upload-mb",
+            "2",
+            "--max-pixels",
+            "100000",
+            "--max-uploads-per-client",
+            "256",
+            "--max-connections",
+            "512",
+        ],
         env={"MLFLOW_TRACKING_URI": uri},
     )
     with server:
