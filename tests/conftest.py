@@ -27,6 +27,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _throwaway_pseudonym_key(tmp_path_factory: pytest.TempPathFactory):
+    """Every test uses a key made for this session, never the user's (~/.config/medcl/pseudonym.key)."""
+    from medcl.data.deid import KEY_FILE_ENV, create_key
+
+    saved = os.environ.get(KEY_FILE_ENV)
+    key, _ = create_key(tmp_path_factory.mktemp("medcl-config") / "pseudonym.key")
+    os.environ[KEY_FILE_ENV] = str(key.path)
+    yield key
+    if saved is None:
+        os.environ.pop(KEY_FILE_ENV, None)
+    else:
+        os.environ[KEY_FILE_ENV] = saved
+
+
 @pytest.fixture(scope="session")
 def synthetic_cxr(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A small synthetic MIMIC-CXR-JPG tree and its manifest, made once per test session as a user would make
