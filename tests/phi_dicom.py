@@ -26,6 +26,7 @@ TEXT_VRS = ("AE", "CS", "LO", "LT", "PN", "SH", "ST", "UC", "UR", "UT")
 BINARY_VRS = ("OB", "OD", "OF", "OL", "OV", "OW", "UN")
 UID_ROOT = "1.2.826.0.1.3680043.10.543"  # a private test root; planted UIDs extend it with unique numbers
 PRIVATE_GROUP, PRIVATE_CREATOR = 0x0011, "ACME PHI"
+SET_BELOW = ("PatientID", "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID")  # the ids a dataset is read by
 
 
 def planted_uid(tag: int, n: int) -> str:
@@ -45,7 +46,7 @@ class Planter:
         n = self.seed * 100_000 + self.count
         text = f"PHI{self.seed:02d}{tag:08X}"
         day = datetime.date(1931, 1, 1) + datetime.timedelta(days=n % 20_000)
-        time = f"{n % 24:02d}{n % 60:02d}{(n * 7) % 60:02d}.{n:06d}"
+        time = f"{n % 24:02d}{n % 60:02d}{(n * 7) % 60:02d}.{n % 1_000_000:06d}"
         if vr in TEXT_VRS:
             value: object = f"{text}^ZED" if vr == "PN" else text
             self.needles.add(text)
@@ -111,8 +112,8 @@ def planted_dataset(
             continue
         group, element = (int(part, 16) for part in rule.tag.strip("()").split(","))
         tag = group << 16 | element
-        if group in (0x0000, 0x0002):
-            continue  # command elements cannot be stored in a file; file meta is set below
+        if group in (0x0000, 0x0002) or rule.keyword in SET_BELOW:
+            continue  # command elements cannot be stored in a file; file meta and the ids are set below
         vr = _vr(tag, rule.name.replace(" ", ""))
         if vr == "SQ":
             ds.add_new(BaseTag(tag), "SQ", Sequence([planter.item(tag)]))
