@@ -19,7 +19,7 @@ from medcl.data.deid.keys import (
     load_key,
 )
 from medcl.data.deid.profile import BURNED_IN_FLAGGED, BURNED_IN_MODALITIES, DeidOptions, action_plan, table
-from medcl.data.deid.reports import locate, pseudonymize_text, scan_for_phi
+from medcl.data.deid.reports import find_phi, locate, pseudonymize_text, scan_for_phi
 
 __all__ = [
     "BURNED_IN_FLAGGED",
@@ -34,6 +34,7 @@ __all__ = [
     "default_key_file",
     "deidentify",
     "deidentify_file",
+    "find_phi",
     "load_key",
     "locate",
     "map_uid",

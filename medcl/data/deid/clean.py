@@ -4,9 +4,10 @@ every sequence item, and write de-identified files.
 How each action is carried out:
 
 * ``X`` removes the attribute; ``Z`` empties it (PatientName and PatientID hold the keyed patient pseudonym, a dummy
-  the table's ``Z`` allows); ``D`` puts a dummy of the attribute's VR (``ANONYMIZED``, ``19000101``, ``0``; a
-  sequence becomes one empty item; a UID a keyed UID); ``U`` maps every instance UID to a keyed UID (registered
-  UIDs such as SOP classes identify nobody and stay); ``U*`` keeps a reference sequence and treats its items.
+  the table's ``Z`` allows, or stay empty when the object names no patient); ``D`` puts a dummy of the attribute's
+  VR (``ANONYMIZED``, ``19000101``, ``0``; a sequence becomes one empty item; a UID a keyed UID); ``U`` maps every
+  instance UID to a keyed UID (registered UIDs such as SOP classes identify nobody and stay); ``U*`` keeps a
+  reference sequence and treats its items.
 * ``C`` (options only): text is kept after every identifying value of the same object (the values the profile
   removes: names and their parts, IDs, dates in the usual spellings, addresses, institutions) is replaced by
   ``REDACTED``; dates are moved back by the patient's keyed day shift (Modified Dates) and times kept; a sequence is
@@ -261,7 +262,7 @@ def deidentify(ds: Dataset, *, key: PseudonymKey, options: DeidOptions | None = 
         plan=plan,
         key=key,
         options=options,
-        pseudonym=key.pseudonym(patient),
+        pseudonym=key.pseudonym(patient) if patient else "",  # no shared pseudonym for patients without an id
         day_shift=key.day_shift(patient) if options.retain_long_modified_dates else 0,
         identifiers=_identifying_strings(ds, plan, options) if options.enabled() else [],
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterable
 from pathlib import Path
 
 from medcl.data.deid.clean import map_uid
@@ -42,17 +43,29 @@ def locate(root: str | Path, reported: str, key: PseudonymKey, options: DeidOpti
     return sorted(found)
 
 
-def scan_for_phi(root: str | Path, needles: list[str] | tuple[str, ...] | set[str]) -> list[tuple[Path, str]]:
+def phi_patterns(needles: Iterable[str]) -> list[tuple[str, re.Pattern[bytes]]]:
+    """Case-insensitive byte patterns for identifier strings, matched anywhere: an audit prefers a false alarm (a date
+    that happens to occur inside a long number) to a miss."""
+    return [(needle, re.compile(re.escape(needle.encode("utf-8")), re.IGNORECASE)) for needle in needles if needle]
+
+
+def find_phi(text: str | bytes, needles: Iterable[str]) -> list[str]:
+    """The needles found in ``text`` (same rules as :func:`scan_for_phi`)."""
+    data = text.encode("utf-8", "replace") if isinstance(text, str) else text
+    return [needle for needle, pattern in phi_patterns(needles) if pattern.search(data)]
+
+
+def scan_for_phi(root: str | Path, needles: Iterable[str]) -> list[tuple[Path, str]]:
     """(file, needle) for every file under ``root`` whose name or bytes contain a needle (case-insensitive).
 
     A verification tool for tests and audits of caches, manifests and run artifacts; ``root`` may be one file.
     """
     root = Path(root)
-    patterns = [(needle, needle.lower().encode("utf-8")) for needle in needles if needle]
+    patterns = phi_patterns(needles)
     files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
     hits = []
     for file in files:
-        content = file.read_bytes().lower()
-        name = str(file.relative_to(root) if file != root else file.name).lower().encode("utf-8")
-        hits.extend((file, needle) for needle, pattern in patterns if pattern in content or pattern in name)
+        content = file.read_bytes()
+        name = str(file.relative_to(root) if file != root else file.name).encode("utf-8")
+        hits.extend((file, needle) for needle, pattern in patterns if pattern.search(content) or pattern.search(name))
     return hits
