@@ -27,6 +27,25 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip_gpu)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _throwaway_pseudonym_key(tmp_path_factory: pytest.TempPathFactory):
+    """Every test uses a key made for this session, never the user's (~/.config/medcl/pseudonym.key). Its bytes are
+    fixed so that keyed pseudonyms and UIDs, and so every test, are the same on every run (key creation itself is
+    tested in tests/data/deid/test_keys.py)."""
+    from medcl.data.deid import KEY_FILE_ENV, load_key
+
+    saved = os.environ.get(KEY_FILE_ENV)
+    path = tmp_path_factory.mktemp("medcl-config") / "pseudonym.key"
+    path.write_text(bytes(range(64, 96)).hex() + "\n")
+    path.chmod(0o600)
+    os.environ[KEY_FILE_ENV] = str(path)
+    yield load_key(path)
+    if saved is None:
+        os.environ.pop(KEY_FILE_ENV, None)
+    else:
+        os.environ[KEY_FILE_ENV] = saved
+
+
 @pytest.fixture(scope="session")
 def synthetic_cxr(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     """A small synthetic MIMIC-CXR-JPG tree and its manifest, made once per test session as a user would make

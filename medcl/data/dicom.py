@@ -82,19 +82,30 @@ def _column_norms(matrix: np.ndarray) -> np.ndarray:
     return np.sqrt(np.einsum("ij,ij->j", matrix, matrix))
 
 
-def read_dataset(path: Path) -> Dataset:
-    """Parse a DICOM file (also gzip-compressed, or without the Part 10 preamble) that holds pixel data."""
+def _parse(path: Path, *, stop_before_pixels: bool = False) -> Dataset:
+    """pydicom's parser on a plain or gzip-compressed file, every failure as one InvalidInputError."""
     try:
         with open(path, "rb") as fh:
             if fh.read(2) == b"\x1f\x8b":
                 fh.seek(0)
                 with gzip.open(fh, "rb") as unzipped:
-                    ds = pydicom.dcmread(io.BytesIO(unzipped.read()), force=True)
-            else:
-                fh.seek(0)
-                ds = pydicom.dcmread(fh, force=True)
+                    return pydicom.dcmread(
+                        io.BytesIO(unzipped.read()), force=True, stop_before_pixels=stop_before_pixels
+                    )
+            fh.seek(0)
+            return pydicom.dcmread(fh, force=True, stop_before_pixels=stop_before_pixels)
     except Exception as err:  # pydicom and zlib raise many types for damaged input; report them all the same way
         raise InvalidInputError(path, f"not a readable DICOM file ({type(err).__name__}: {err})") from err
+
+
+def read_header(path: Path) -> Dataset:
+    """The attributes of a DICOM file up to its pixel data, which is not read (cheap header checks)."""
+    return _parse(path, stop_before_pixels=True)
+
+
+def read_dataset(path: Path) -> Dataset:
+    """Parse a DICOM file (also gzip-compressed, or without the Part 10 preamble) that holds pixel data."""
+    ds = _parse(path)
     if not any(_tag(keyword) in ds for keyword in PIXEL_DATA_KEYWORDS):
         sop_class = _get(ds, "SOPClassUID")
         if sop_class is None:

@@ -13,6 +13,14 @@ The runner processes items in a process pool with a progress bar, supports ``--s
 (every shard gets a deterministic, disjoint slice of the sorted items; merge shard manifests with
 ``medcl data merge``), and writes next to the manifest ``<name>.quarantine.csv`` (``item, path, reason``) and
 ``<name>.summary.json`` with counts that add up: ``discovered == processed + quarantined`` for the shard.
+
+De-identification (:mod:`medcl.data.deid`): every adapter gets the profile options (``deid``) and refuses, through
+:func:`medcl.data.adapters.common.load_screened_image`, DICOM pixels that may show identifying text. An adapter that
+derives manifest values from DICOM headers (``reads_identifiers``: patient ids, UIDs) also gets the installation's
+pseudonym key: prepare stops with instructions when there is none, and such an adapter writes only keyed
+pseudonyms, keyed UIDs and de-identified copies of the DICOM files; its quarantine entries name items by
+pseudonymous paths (``medcl data locate`` finds the file). The summary records the profile, options and the key's
+fingerprint; merging shards made with different keys is refused.
 """
 
 from __future__ import annotations
@@ -30,6 +38,7 @@ from typing import Any, ClassVar
 import pandas as pd
 from tqdm.auto import tqdm
 
+from medcl.data.deid import DeidOptions, PseudonymKey, check_key_outside, load_key, pseudonymize_text
 from medcl.data.manifest import validate_manifest
 from medcl.errors import ConfigError, InvalidInputError
 
@@ -58,18 +67,40 @@ class DatasetAdapter(ABC):
     Args:
         root: the dataset folder exactly as downloaded.
         out_dir: where derived files (e.g. gaze heatmaps) go; the manifest's folder by default.
+        deid: the de-identification profile options and accepted burned-in risks.
+        key: the pseudonym key; required when the adapter ``reads_identifiers``.
         options: adapter-specific options from ``--option key=value``.
     """
 
     name: ClassVar[str]
     kind: ClassVar[str] = "cxr"  # "cxr" (2D radiographs) or "volume" (3D/4D)
+    reads_identifiers: ClassVar[bool] = False  # manifest values come from DICOM headers (patient ids, UIDs)
 
-    def __init__(self, root: str | Path, out_dir: str | Path | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        out_dir: str | Path | None = None,
+        *,
+        deid: DeidOptions | None = None,
+        key: PseudonymKey | None = None,
+        **options: Any,
+    ) -> None:
         self.root = Path(root).expanduser().resolve()
         if not self.root.is_dir():
             raise InvalidInputError(self.root, f"{self.name} root is not a directory")
         self.out_dir = Path(out_dir).resolve() if out_dir is not None else self.root
+        self.deid = deid or DeidOptions()
+        self.key = key
+        if self.reads_identifiers and key is None:
+            raise ConfigError(f"{self.name} reads patient identifiers from DICOM headers: it needs the pseudonym key")
         self.options = options
+
+    def quarantine_entry(self, item: WorkItem, reason: str) -> Quarantined:
+        """The report line for a bad item: pseudonymous (root dropped, UIDs keyed) if the adapter reads identifiers."""
+        if not self.reads_identifiers or self.key is None:
+            return Quarantined(item.key, item.path, reason)
+        texts = (pseudonymize_text(text, self.key, self.deid, self.root) for text in (item.key, item.path, reason))
+        return Quarantined(*texts)
 
     @abstractmethod
     def discover(self) -> list[WorkItem]:
@@ -130,9 +161,9 @@ def _run_item(adapter: DatasetAdapter, item: WorkItem) -> tuple[list[dict[str, A
     try:
         return adapter.process(item), None
     except InvalidInputError as err:
-        return [], Quarantined(item.key, item.path, err.reason)
+        return [], adapter.quarantine_entry(item, err.reason)
     except Exception as err:  # a bad file must not end the run: record it with its error type
-        return [], Quarantined(item.key, item.path, f"{type(err).__name__}: {err}")
+        return [], adapter.quarantine_entry(item, f"{type(err).__name__}: {err}")
 
 
 @dataclass
@@ -156,12 +187,22 @@ def prepare(
     workers: int | None = None,
     shard: str | None = None,
     progress: bool = True,
+    deid: DeidOptions | None = None,
+    key: PseudonymKey | None = None,
     **options: Any,
 ) -> PrepareResult:
-    """Run adapter ``dataset`` over ``root`` and write the manifest ``out`` with its quarantine report and summary."""
+    """Run adapter ``dataset`` over ``root`` and write the manifest ``out`` with its quarantine report and summary.
+
+    ``deid`` sets the de-identification options; ``key`` the pseudonym key for adapters that read identifiers
+    (default: the installation's key, :func:`medcl.data.deid.load_key`, an error when there is none).
+    """
     out = Path(out).resolve()
     out.parent.mkdir(parents=True, exist_ok=True)
-    adapter = get_adapter(dataset)(root, out_dir=out.parent, **options)
+    adapter_class = get_adapter(dataset)
+    if adapter_class.reads_identifiers:
+        key = key or load_key()
+        check_key_outside(key, root, out.parent)
+    adapter = adapter_class(root, out_dir=out.parent, deid=deid, key=key, **options)
     shard_index, shard_count = parse_shard(shard)
     items = select_shard(adapter.discover(), shard_index, shard_count)
     workers = min(os.cpu_count() or 1, 8) if workers is None else max(1, workers)
@@ -202,7 +243,9 @@ def prepare(
         "quarantined": len(quarantined),
         "rows": len(frame),
     }
-    summary = {"dataset": dataset, "root": str(adapter.root), "shard": f"{shard_index}/{shard_count}", **counts}
+    summary: dict[str, Any] = {"dataset": dataset, "root": str(adapter.root), "shard": f"{shard_index}/{shard_count}"}
+    summary |= counts
+    summary["deidentification"] = {**adapter.deid.describe(), "pseudonym_key": key.fingerprint if key else None}
     if len(frame):
         summary["split_rows"] = {k: int(v) for k, v in frame["split"].value_counts().items()}
     summary_path.write_text(json.dumps(summary, indent=2))
@@ -212,7 +255,23 @@ def prepare(
 
 
 def merge_manifests(parts: Sequence[str | Path], out: str | Path) -> Path:
-    """Concatenate shard manifests (and their quarantine reports) and validate the result."""
+    """Concatenate shard manifests (and their quarantine reports) and validate the result.
+
+    Shards whose summaries name different pseudonym keys are refused: the same patient would carry two pseudonyms.
+    """
+    fingerprints = {}
+    for part in parts:
+        summary = sidecar_paths(Path(part))[1]
+        if summary.is_file():
+            fingerprint = json.loads(summary.read_text()).get("deidentification", {}).get("pseudonym_key")
+            if fingerprint:
+                fingerprints[str(part)] = fingerprint
+    if len(set(fingerprints.values())) > 1:
+        listing = ", ".join(f"{part}: {fp}" for part, fp in fingerprints.items())
+        raise ConfigError(
+            f"shards were prepared with different pseudonym keys ({listing}): prepare every shard with the same key "
+            "file (medcl data key show prints its fingerprint)"
+        )
     frames = [pd.read_csv(p, dtype={"image_id": str, "subject_id": str, "study_id": str}) for p in parts]
     merged = validate_manifest(pd.concat(frames, ignore_index=True), source=str(out))
     out = Path(out)

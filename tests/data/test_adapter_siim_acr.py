@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from medcl.data.adapters.siim_acr import rle_to_mask
+from medcl.data.deid import load_key
 from medcl.data.manifest import read_manifest
 from medcl.data.prepare import prepare
 from medcl.data.synthetic.siim_acr import generate_siim_acr, mask_to_rle
@@ -47,18 +48,24 @@ def test_masks_and_patients(siim: dict[str, Path]) -> None:
     assert " EncodedPixels" in pd.read_csv(siim["root"] / "train-rle.csv").columns  # the release's odd header
     manifest = read_manifest(siim["manifest"])
     assert len(manifest) == table["ImageId"].nunique() and manifest["Pneumothorax"].sum() >= 1
+    key = load_key()
+    image_id_of = {key.uid(image_id): image_id for image_id in table["ImageId"]}  # manifest ids are keyed UIDs
     for row in manifest.itertuples(index=False):
         expected = np.zeros((96, 96), dtype=np.uint8)
-        for rle in table.loc[table["ImageId"] == row.image_id, "EncodedPixels"]:
+        for rle in table.loc[table["ImageId"] == image_id_of[row.image_id], "EncodedPixels"]:
             expected |= rle_to_mask(rle, 96, 96)
         np.testing.assert_array_equal(np.asarray(Image.open(row.label)), expected)
         assert row.Pneumothorax == float(expected.any())
-    # Same DICOM PatientID -> same pseudonym (and split); the pseudonym is not the MRN.
+    # Same DICOM PatientID -> same pseudonym (and split); the pseudonym is not the MRN. The manifest points at
+    # de-identified copies: the source file of a row is the one whose keyed SOPInstanceUID is its image_id.
+    sources = {key.uid(path.stem): path for path in (siim["root"] / "dicom-images-train").rglob("*.dcm")}
     by_patient: dict[str, set[str]] = {}
     for row in manifest.itertuples(index=False):
-        by_patient.setdefault(str(pydicom.dcmread(row.image, stop_before_pixels=True).PatientID), set()).add(
-            row.subject_id
-        )
+        source = pydicom.dcmread(sources[row.image_id], stop_before_pixels=True)
+        by_patient.setdefault(str(source.PatientID), set()).add(row.subject_id)
+        copy = pydicom.dcmread(row.image, stop_before_pixels=True)
+        assert copy.PatientID == row.subject_id and copy.SOPInstanceUID == row.image_id
+        assert copy.StudyInstanceUID == row.study_id == key.uid(source.StudyInstanceUID)
     assert all(len(s) == 1 for s in by_patient.values()) and len(manifest) > len(by_patient)
     assert not set(by_patient) & set(manifest["subject_id"])
 
@@ -79,4 +86,5 @@ def test_missing_dicom_is_quarantined(siim: dict[str, Path], tmp_path: Path) -> 
     (tmp_path / "dicom-images-train").symlink_to(siim["root"] / "dicom-images-train")
     result = prepare("siim-acr", tmp_path, tmp_path / "out" / "m.csv", workers=1, progress=False)
     quarantine = pd.read_csv(result.quarantine)
-    assert result.counts["quarantined"] == 1 and quarantine["key"][0] == "1.2.3.4.5"
+    # The report names the item by its keyed UID (its real one may identify the patient).
+    assert result.counts["quarantined"] == 1 and quarantine["key"][0] == load_key().uid("1.2.3.4.5")

@@ -114,7 +114,7 @@ class CheXpertAdapter(DatasetAdapter):
         return str(Path(*parts))
 
     def process(self, item: WorkItem) -> list[dict[str, Any]]:
-        stored_shape(item.path)
+        stored_shape(item.path, self.deid)
         parts = Path(item.info["relative"]).parts
         patient, study = parts[-3], parts[-2]
         row = {

@@ -1,5 +1,6 @@
 """Helpers every dataset adapter shares: index CSVs by column name (``.csv`` or ``.csv.gz``), deterministic
-patient-disjoint splits for datasets without an official one, and the stored size of a verified image."""
+patient-disjoint splits for datasets without an official one, and verified images (decoded, and refused when they are
+DICOM whose pixels may show identifying text)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from monai.data import MetaTensor
 
+from medcl.data.deid import DeidOptions, refuse_burned_in
+from medcl.data.dicom import read_header
 from medcl.data.image_io import load_image
 from medcl.errors import InvalidInputError
 
@@ -59,9 +63,17 @@ def parse_fractions(text: object) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
-def stored_shape(path: str | Path) -> tuple[int, int]:
-    """Load (and so verify) an image; return its (rows, columns) as stored."""
+def load_screened_image(path: str | Path, deid: DeidOptions) -> MetaTensor:
+    """Load (and so verify) an image; a DICOM file at risk of burned-in text is refused (InvalidInputError)."""
     image = load_image(path)
+    if image.meta.get("format") == "dicom" and Path(path).is_file():
+        refuse_burned_in(read_header(Path(path)), deid, source=path)
+    return image
+
+
+def stored_shape(path: str | Path, deid: DeidOptions) -> tuple[int, int]:
+    """Load, verify and screen an image (:func:`load_screened_image`); return its (rows, columns) as stored."""
+    image = load_screened_image(path, deid)
     if image.ndim != 3:
         raise InvalidInputError(path, f"expected a 2-D radiograph, got array shape {tuple(image.shape)}")
     return int(image.shape[2]), int(image.shape[1])  # load_image gives (C, W, H)

@@ -168,7 +168,7 @@ class EGDCXRAdapter(MimicGazeAdapter):
 
     def process(self, item: WorkItem) -> list[dict[str, Any]]:
         info = item.info
-        shape = stored_shape(info["image"])
+        shape = stored_shape(info["image"], self.deid)
         if info["original"] is None:
             raise InvalidInputError(info["image"], "mimic-cxr-2.0.0-metadata.csv has no Rows/Columns for this image")
         transcript_path = self.root / "audio_segmentation_transcripts" / info["dicom_id"] / "transcript.json"

@@ -21,8 +21,7 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
-from medcl.data.adapters.common import find_csv, read_csv
-from medcl.data.image_io import load_image
+from medcl.data.adapters.common import find_csv, load_screened_image, read_csv
 from medcl.data.manifest import normalize_split
 from medcl.data.prepare import DatasetAdapter, WorkItem, register_adapter
 from medcl.data.text.labels import CHEXPERT_LABELS
@@ -82,7 +81,7 @@ class MimicCxrAdapter(DatasetAdapter):
         self.labels = _option(options, "labels", "chexpert", tuple(LABEL_STEMS))
         self.views = _option(options, "views", "frontal", ("frontal", "all"))
         self.image_format = _option(options, "image_format", "auto", ("auto", *IMAGE_FORMATS))
-        unknown = set(options) - {"labels", "views", "image_format"}
+        unknown = set(self.options) - {"labels", "views", "image_format"}  # deid and key went to the base class
         if unknown:
             raise ConfigError(f"unknown mimic-cxr option(s) {sorted(unknown)}; known: labels, views, image_format")
 
@@ -148,7 +147,8 @@ class MimicCxrAdapter(DatasetAdapter):
         if not isinstance(info["split"], str):
             raise InvalidInputError(item.path, f"dicom_id {item.key} has no row in {SPLIT_STEM}.csv")
         split = normalize_split(info["split"], source=item.path)
-        image = load_image(item.path)  # raises InvalidInputError for missing, empty, truncated or non-image files
+        # InvalidInputError for missing, empty, truncated or non-image files, and for DICOM with burned-in text risk
+        image = load_screened_image(item.path, self.deid)
         width, height = int(image.shape[1]), int(image.shape[2])  # medcl loads 2D images as (C, W, H)
         sections = _sections(info["report"])
         findings, impression = sections.get("findings", ""), sections.get("impression", "")

@@ -164,7 +164,7 @@ class REFLACXAdapter(MimicGazeAdapter):
 
     def process(self, item: WorkItem) -> list[dict[str, Any]]:
         info = item.info
-        shape = stored_shape(info["image"])
+        shape = stored_shape(info["image"], self.deid)
         heatmap_path, folder, index_path = self.gaze_paths(info["dicom_id"])
         maps, records, transcripts = [], [], []
         for reading_id, original in info["readings"]:

@@ -72,7 +72,7 @@ class RSNAPneumoniaAdapter(DatasetAdapter):
         return items
 
     def process(self, item: WorkItem) -> list[dict[str, Any]]:
-        height, width = stored_shape(item.path)
+        height, width = stored_shape(item.path, self.deid)
         boxes = item.info["boxes"]
         for x, y, w, h in boxes:
             if w <= 0 or h <= 0 or x < 0 or y < 0 or x + w > width + 1 or y + h > height + 1:

@@ -9,22 +9,27 @@ column of the image), and the numbers come in pairs ``(offset, length)`` where e
 previous run (relative / cumulative); ``-1`` means no pneumothorax. Masks are decoded to 0/1 PNGs under
 ``<out>/masks/siim-acr/`` and referenced in ``label``.
 
-Patients: an image's patient is its DICOM ``PatientID``, which in an un-anonymised export may be a real MRN, so it
-is never written: ``subject_id`` is a keyed hash of it (option ``subject_salt``, set a private one for real PHI).
-Splits come from a hash of that pseudonym (``split_fractions``, default ``0.8,0.1,0.1``): patient-disjoint and stable.
+Identifiers: an image's patient is its DICOM ``PatientID`` and its names are UIDs (folders and file names), which in
+an un-anonymised export are a real MRN and real instance UIDs. So the adapter ``reads_identifiers``: it needs the
+installation's pseudonym key (``medcl data key init``) and writes only keyed values: ``subject_id`` = the patient
+pseudonym, ``image_id``/``study_id``/``series_id`` = keyed UIDs (the same on every run and shard with the key), and
+``image`` = a de-identified copy of the DICOM (PS3.15 profile, :mod:`medcl.data.deid`) under
+``<out>/dicom/siim-acr/<image_id>.dcm``, so training never opens the identified file. Images whose pixels may show
+identifying text are quarantined. Splits come from a hash of the pseudonym (``split_fractions``, default
+``0.8,0.1,0.1``): patient-disjoint and stable.
 """
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pydicom
 
 from medcl.data.adapters.common import find_csv, hash_split, parse_fractions, read_csv, stored_shape
 from medcl.data.adapters.rsna_pneumonia import save_mask
+from medcl.data.deid import deidentify, map_uid, write_dataset
+from medcl.data.dicom import read_dataset
 from medcl.data.prepare import DatasetAdapter, WorkItem, register_adapter
 from medcl.errors import InvalidInputError
 
@@ -51,16 +56,12 @@ def rle_to_mask(rle: str, height: int, width: int, *, source: object = None) -> 
     return flat.reshape(width, height).T.copy()  # column-major numbering: index = column * height + row
 
 
-def pseudonym(patient_id: str, salt: str) -> str:
-    """A keyed, one-way pseudonym: the raw PatientID never leaves this function."""
-    return hashlib.blake2b(patient_id.encode(), key=salt.encode()[:64], digest_size=8).hexdigest()
-
-
 @register_adapter
 class SIIMACRAdapter(DatasetAdapter):
     """``medcl data prepare siim-acr --root <folder with train-rle.csv and dicom-images-train/>``."""
 
     name = "siim-acr"
+    reads_identifiers = True
 
     def discover(self) -> list[WorkItem]:
         table_path = find_csv(self.root, "train-rle")
@@ -76,23 +77,33 @@ class SIIMACRAdapter(DatasetAdapter):
         return items
 
     def process(self, item: WorkItem) -> list[dict[str, Any]]:
-        height, width = stored_shape(item.path)
+        assert self.key is not None  # reads_identifiers: the base class requires it
+        height, width = stored_shape(item.path, self.deid)  # also refuses pixels that may show identifying text
         mask = np.zeros((height, width), dtype=np.uint8)
         for rle in item.info["rles"]:
             mask |= rle_to_mask(rle, height, width, source=item.path)
-        header = pydicom.dcmread(item.path, stop_before_pixels=True, specific_tags=["PatientID"])
-        patient = str(header.get("PatientID", "") or "").strip()
+        ds = read_dataset(Path(item.path))
+        patient = str(ds.get("PatientID", "") or "").strip()
         if not patient:
             raise InvalidInputError(item.path, "DICOM has no PatientID: cannot keep patients within one split")
-        subject = pseudonym(patient, str(self.options.get("subject_salt", "medcl-siim")))
+        uids = {name: str(ds.get(name, "") or "").strip() for name in ("StudyInstanceUID", "SeriesInstanceUID")}
+        missing = [name for name, uid in uids.items() if not uid]
+        if missing:
+            raise InvalidInputError(item.path, f"DICOM has no {' or '.join(missing)}: cannot group its study")
+        subject = self.key.pseudonym(patient)
+        image_id = map_uid(item.key, self.key, self.deid)  # ImageId is the SOPInstanceUID
         fractions = parse_fractions(self.options.get("split_fractions", "0.8,0.1,0.1"))
-        label = save_mask(mask, self.out_dir / "masks" / self.name / f"{item.key}.png")
+        copy = write_dataset(
+            deidentify(ds, key=self.key, options=self.deid), self.out_dir / "dicom" / self.name / f"{image_id}.dcm"
+        )
+        label = save_mask(mask, self.out_dir / "masks" / self.name / f"{image_id}.png")
         return [
             {
-                "image": item.path,
-                "image_id": item.key,
+                "image": str(copy),
+                "image_id": image_id,
                 "subject_id": subject,
-                "study_id": Path(item.path).parent.parent.name,
+                "study_id": map_uid(uids["StudyInstanceUID"], self.key, self.deid),
+                "series_id": map_uid(uids["SeriesInstanceUID"], self.key, self.deid),
                 "split": hash_split(subject, fractions),
                 "view": "",
                 "Pneumothorax": float(mask.any()),
