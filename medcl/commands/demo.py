@@ -39,12 +39,16 @@ def default_config() -> Path:
     return Path(medcl.__file__).resolve().parents[1] / "configs" / "cxr" / "demo.yaml"
 
 
+def demo_manifest(out: Path) -> Path:
+    return out / "mimic-cxr" / "manifest.csv"
+
+
 def prepare_demo_data(out: Path, **overrides: object) -> Path:
     """The demo's synthetic MIMIC-CXR-JPG tree and manifest under ``out`` (reused when present); the manifest."""
     from medcl.commands.data import synthesize
     from medcl.data.prepare import prepare
 
-    root, manifest = out / "mimic-cxr-jpg", out / "mimic-cxr" / "manifest.csv"
+    root, manifest = out / "mimic-cxr-jpg", demo_manifest(out)
     if not manifest.is_file():
         if not (root / "files").is_dir():
             synthesize("mimic-cxr", root, **{**DEMO_DATA, **overrides})
@@ -66,13 +70,16 @@ def main(argv: list[str]) -> int:
     from medcl.tracking import mlflow_logger
 
     started = time.perf_counter()
-    manifest = prepare_demo_data(Path(args.data_dir))
+    manifest = demo_manifest(Path(args.data_dir))
+    # The config and its overrides are checked (and the model built) before minutes of data synthesis.
     argv_before, sys.argv = sys.argv, sys.argv[:1]  # LightningCLI warns when it sees both argv and explicit args
     try:
-        cli = lightning_main(["fit", "-c", args.config, f"--data.init_args.manifest={manifest}", *overrides])
+        cli = lightning_main(["-c", args.config, f"--data.init_args.manifest={manifest}", *overrides], run=False)
     finally:
         sys.argv = argv_before
+    prepare_demo_data(Path(args.data_dir))
     trainer = cli.trainer
+    trainer.fit(cli.model, datamodule=cli.datamodule)
     best = trainer.checkpoint_callback.best_model_path or None
     trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path=best, weights_only=True)
     logger = mlflow_logger(trainer)

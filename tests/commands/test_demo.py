@@ -28,3 +28,25 @@ def test_prepare_demo_data_writes_the_tree_and_manifest_once(tmp_path: Path) -> 
     written = manifest.stat().st_mtime_ns
     assert prepare_demo_data(tmp_path, n_subjects=6, image_size=32, workers=1) == manifest
     assert manifest.stat().st_mtime_ns == written  # reused, not rewritten
+
+
+def test_medcl_demo_checks_its_config_first_then_trains_and_tests(tmp_path, monkeypatch, capsys) -> None:
+    """The demo end to end on a small tree (its data step reuses a prepared manifest): a bad override fails before
+    any data is written, a good run prints the held-out figures from its MLflow run."""
+    from medcl.commands.main import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert main(["demo", "--data-dir", "data", "--trainer.max_epochz=1"]) == 2
+    assert "unrecognized arguments: --trainer.max_epochz=1" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+    prepare_demo_data(tmp_path / "data", n_subjects=30, image_size=64, split_fractions=(0.6, 0.2, 0.2), workers=1)
+    tiny = '--model.init_args.model_overrides={"image": {"widths": [8, 8, 16, 16]}, "embed_dim": 32}'
+    overrides = ["--data.init_args.image_size=64", "--data.init_args.batch_size=8", "--data.init_args.num_workers=0",
+                 tiny, "--trainer.max_epochs=1", "--trainer.enable_progress_bar=false",
+                 "--trainer.default_root_dir=run", "--checkpoint.dirpath=run/checkpoints"]  # fmt: skip
+    assert main(["demo", "--data-dir", "data", *overrides]) == 0
+    printed = capsys.readouterr().out
+    assert "== medcl demo: held-out test split (patient-disjoint) ==" in printed
+    assert re.search(r"test/zeroshot_auroc_mean\s+0\.\d{3}", printed)
+    assert re.search(r"best checkpoint: \S*run/checkpoints/epoch=0", printed)
