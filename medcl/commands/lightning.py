@@ -45,7 +45,7 @@ EXAMPLES = {
     ),
     "validate": ("medcl validate -c configs/cxr/demo.yaml --ckpt_path demo_out/cxr-demo/checkpoints/last.ckpt",),
     "test": ("medcl test -c configs/cxr/demo.yaml --ckpt_path demo_out/cxr-demo/checkpoints/last.ckpt",),
-    "predict": ("medcl predict -c configs/seg/unet-small.yaml --ckpt_path <segmentation checkpoint>",),
+    "predict": ("medcl predict -c configs/seg/unet-small.yaml --ckpt_path demo_out/seg-small/checkpoints/last.ckpt",),
 }
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 from medcl.commands.common import command_parser
 
 EXAMPLES = (
-    "medcl register --run <run id> --name cxr-clip                 # the model a training run logged",
+    "medcl register --run <run-id> --name cxr-clip                 # the model a training run logged",
     "medcl register --model-uri models:/cxr-clip/1 --name cxr-clip --alias staging",
     "medcl register --ckpt demo_out/cxr-demo/checkpoints/last.ckpt --name cxr-clip   # log a checkpoint first",
 )
