@@ -9,7 +9,7 @@
 * Resuming (``--ckpt_path last``) continues the same MLflow run: the run id is kept in ``mlflow_run.json`` beside
   the checkpoints (:class:`MLflowRunFile`), and the CLI passes it back to the logger.
 * A tracking server that cannot be reached is reported before training starts (:func:`check_reachable`, within
-  about 20 s). One that drops mid-run loses no metric: :class:`MedclMLFlowLogger` buffers them in memory, retries
+  about 15 s). One that drops mid-run loses no metric: :class:`MedclMLFlowLogger` buffers them in memory, retries
   every ``retry_seconds`` and sends them, with their original timestamps, when the server is back; if it is still
   down when training ends they are written to a spool file (JSON lines) that ``medcl sync <file>`` uploads later.
 """
@@ -62,7 +62,7 @@ def display_uri(uri: str) -> str:
         if parts.username or parts.password else uri  # fmt: skip
 
 
-def check_reachable(uri: str, timeout: float = 20.0) -> None:
+def check_reachable(uri: str, timeout: float = 15.0) -> None:
     """Raise :class:`TrackingUnavailableError` naming ``uri`` when an http(s) tracking server does not answer its
     ``/health`` within ``timeout`` seconds (local sqlite and file stores need no check)."""
     if not uri.startswith(("http://", "https://")):

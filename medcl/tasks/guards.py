@@ -64,7 +64,7 @@ class NonFiniteGuard(Callback):
         scaled = str(trainer.precision).startswith("16")  # the GradScaler handles overflowing fp16 gradients
         if not terms and (scaled or gradients_finite(pl_module)):
             return
-        what = ", ".join(f"{k} = {v}" for k, v in terms.items()) or "the gradients"
+        what = f"the loss is ({', '.join(f'{k} = {v}' for k, v in terms.items())})" if terms else "the gradients are"
         where = f"step {trainer.global_step}: {what} not finite"
         if self.policy == "stop":
             raise TrainingDivergedError(f"{where}; training stopped (lower the learning rate, or see --nonfinite)")

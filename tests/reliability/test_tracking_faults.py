@@ -89,7 +89,7 @@ def test_an_unreachable_server_is_reported_before_training_within_30_s(tmp_path,
     code = main(["fit", "-c", str(REPO / "configs/cxr/demo.yaml"), f"--trainer.default_root_dir={tmp_path}"])
     elapsed = time.monotonic() - started
     error = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and elapsed < 30
+    assert code == 2 and elapsed < 30  # 15 s of probing plus start-up
     assert error[-1].startswith("medcl fit: error: the MLflow tracking server http://127.0.0.1:")
     assert "secret" not in error[-1]  # credentials in the URI are never printed
 
