@@ -42,7 +42,8 @@ def fit(module: Toy, guard: NonFiniteGuard, steps: int, tmp_path, **kwargs) -> T
 
 
 def test_stop_names_the_step_and_the_term(tmp_path):
-    with pytest.raises(TrainingDivergedError, match=r"step 3: the loss is \(train/loss_gaze = nan\) not finite; training stopped"):
+    sentence = r"step 3: the loss is \(train/loss_gaze = nan\) not finite; training stopped"
+    with pytest.raises(TrainingDivergedError, match=sentence):
         fit(Toy(bad_steps=(3,)), NonFiniteGuard(), 6, tmp_path, enable_checkpointing=False)
 
 
