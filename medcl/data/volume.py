@@ -380,7 +380,9 @@ class SegmentationDataModule(_VolumeDataModule):
 
     def transform(self, train: bool) -> mt.Compose:
         if self.spatial_dims == 2:
-            steps: list[Any] = list(cxr_transforms("image", mask_keys=("label",), size=self.image_size, train=train))
+            steps: list[Any] = list(
+                cxr_transforms("image", mask_keys=("label",), size=self.image_size, train=train).transforms
+            )
             steps.append(mt.EnsureTyped(keys=["image", "label"], dtype=torch.float32, track_meta=False))
             return mt.Compose(steps)
         steps = [*self.preprocessing()]
