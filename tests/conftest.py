@@ -28,6 +28,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _work_outside_the_checkout(tmp_path_factory: pytest.TempPathFactory):
+    """Tests run in a scratch folder: what a library writes relative to the working directory (MLflow's ./mlruns
+    artifact store beside a sqlite URI, say) never lands in the checkout."""
+    before = Path.cwd()
+    os.chdir(tmp_path_factory.mktemp("cwd"))
+    yield
+    os.chdir(before)
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _throwaway_pseudonym_key(tmp_path_factory: pytest.TempPathFactory):
     """Every test uses a key made for this session, never the user's (~/.config/medcl/pseudonym.key). Its bytes are
     fixed so that keyed pseudonyms and UIDs, and so every test, are the same on every run (key creation itself is

@@ -336,11 +336,11 @@ def test_no_malformed_input_above_left_a_500_or_an_internal_error_in_the_log(har
 
 
 def test_inference_past_its_deadline_gets_504_and_a_queue_that_stays_busy_gets_503(example_models, tmp_path):
-    """One slot, a 1 s deadline, a volume that takes seconds to segment (48^3 voxels of 4 mm, resampled to the
-    model's 2 mm: 96^3): the first request gets its 504 at the deadline while its inference keeps the slot, so a
+    """One slot, a 1 s deadline, a volume that takes seconds to segment (80^3 voxels of 4 mm, resampled to the
+    model's 2 mm: 160^3): the first request gets its 504 at the deadline while its inference keeps the slot, so a
     second one waits its whole deadline for it and gets 503; once the abandoned inference is done, the slot serves
     again."""
-    volume = nifti_bytes(np.random.default_rng(0).random((48, 48, 48), np.float32), np.diag([4.0, 4.0, 4.0, 1.0]))
+    volume = nifti_bytes(np.random.default_rng(0).random((80, 80, 80), np.float32), np.diag([4.0, 4.0, 4.0, 1.0]))
     flags = serve_flags(inference_timeout=1, concurrency=1)
     with start_server(example_models, tmp_path, flags, models=[example_models["segmentation"]]) as server:
         server.wait_ready()
