@@ -21,6 +21,24 @@ EXAMPLES = (
     'curl -H "Authorization: Bearer $MEDCL_SERVE_TOKEN" -F file=@image.png http://localhost:8000/v1/embed',
 )
 
+# Limits that are a ServeSettings field as they stand: flag -> (field, help); the field's default is the flag's.
+LIMIT_FLAGS = {
+    "--concurrency": ("max_concurrency", "inferences run at once"),
+    "--inference-timeout": (
+        "inference_timeout",
+        "seconds from upload to answer: 503 if no inference slot frees up, 504 if it runs over",
+    ),
+    "--max-uploads-per-client": (
+        "max_uploads_per_client",
+        "requests with a body in flight per client address (429 past it)",
+    ),
+    "--header-timeout": ("header_timeout", "seconds for a request's headers (408)"),
+    "--body-timeout": ("body_timeout", "seconds for a whole request body (408)"),
+    "--body-idle-timeout": ("body_idle_timeout", "seconds without a body byte (408)"),
+    "--keep-alive-timeout": ("keep_alive_timeout", "seconds an idle keep-alive connection stays open"),
+    "--max-connections": ("max_connections", "connections and requests at once (uvicorn answers 503 past it)"),
+}
+
 
 def read_token(token_file: str | None) -> str | None:
     """The token from ``--token-file`` or ``$MEDCL_SERVE_TOKEN`` (never a command-line value: ``ps`` shows those)."""
@@ -50,40 +68,9 @@ def main(argv: list[str]) -> int:
     limits.add_argument("--max-pixels", type=int, default=defaults.max_pixels, help="largest 2-D image (x channels)")
     limits.add_argument("--max-voxels", type=int, default=defaults.max_voxels, help="largest volume (x channels)")
     limits.add_argument("--max-side", type=int, default=defaults.max_side, help="longest image axis")
-    limits.add_argument("--concurrency", type=int, default=serve.max_concurrency, help="inferences run at once")
-    limits.add_argument(
-        "--inference-timeout",
-        type=float,
-        default=serve.inference_timeout,
-        help="seconds from upload to answer: 503 if no inference slot frees up, 504 if it runs over",
-    )
-    limits.add_argument(
-        "--max-uploads-per-client",
-        type=int,
-        default=serve.max_uploads_per_client,
-        help="requests with a body in flight per client address (429 past it)",
-    )
-    limits.add_argument(
-        "--header-timeout", type=float, default=serve.header_timeout, help="seconds for a request's headers (408)"
-    )
-    limits.add_argument(
-        "--body-timeout", type=float, default=serve.body_timeout, help="seconds for a whole request body (408)"
-    )
-    limits.add_argument(
-        "--body-idle-timeout", type=float, default=serve.body_idle_timeout, help="seconds without a body byte (408)"
-    )
-    limits.add_argument(
-        "--keep-alive-timeout",
-        type=int,
-        default=serve.keep_alive_timeout,
-        help="seconds an idle keep-alive connection stays open",
-    )
-    limits.add_argument(
-        "--max-connections",
-        type=int,
-        default=serve.max_connections,
-        help="connections and requests at once (uvicorn answers 503 past it)",
-    )
+    for flag, (field, text) in LIMIT_FLAGS.items():
+        default = getattr(serve, field)
+        limits.add_argument(flag, type=type(default), default=default, help=text)
     limits.add_argument(
         "--max-header-kb", type=int, default=serve.max_header_bytes // 2**10, help="largest request head (400 past it)"
     )
@@ -102,16 +89,9 @@ def main(argv: list[str]) -> int:
         allow_anonymous=args.allow_anonymous,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
         limits=ImageLimits(max_pixels=args.max_pixels, max_voxels=args.max_voxels, max_side=args.max_side),
-        max_concurrency=args.concurrency,
-        inference_timeout=args.inference_timeout,
-        max_uploads_per_client=args.max_uploads_per_client,
-        header_timeout=args.header_timeout,
-        body_timeout=args.body_timeout,
-        body_idle_timeout=args.body_idle_timeout,
-        keep_alive_timeout=args.keep_alive_timeout,
-        max_connections=args.max_connections,
         max_header_bytes=args.max_header_kb * 2**10,
         trusted_proxies=args.trusted_proxy,
+        **{field: getattr(args, flag[2:].replace("-", "_")) for flag, (field, _) in LIMIT_FLAGS.items()},
     )
     server: uvicorn.Server | None = None
 

@@ -28,13 +28,17 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.data import CacheDataset, MetaTensor, PersistentDataset
+from monai.data import CacheDataset, Dataset, MetaTensor, PersistentDataset
 from monai.transforms import Compose
 from monai.utils.enums import TraceKeys
+
+from medcl.errors import ConfigError
 
 torch.serialization.add_safe_globals([TraceKeys])  # a str enum in MONAI's transform traces; loading it runs no code
 
 MAX_DEPTH = 12
+# What a datamodule's ``cache`` setting may say: see cached_dataset.
+CACHE_MODES = ("memory", "disk", "none")
 
 
 def _describe(obj: Any, depth: int = 0, seen: frozenset[int] = frozenset()) -> Any:
@@ -138,3 +142,24 @@ def in_memory_dataset(
 ) -> CacheDataset:
     """RAM cache of the deterministic prefix of ``transform``, filled once at construction."""
     return CacheDataset(data=data, transform=transform, cache_rate=cache_rate, num_workers=num_workers, progress=True)
+
+
+def check_cache_mode(mode: str) -> None:
+    """ConfigError unless ``mode`` is one of :data:`CACHE_MODES` (checked when a datamodule is built, not when its
+    first loader is)."""
+    if mode not in CACHE_MODES:
+        raise ConfigError(f"cache must be one of {CACHE_MODES}, got {mode!r}")
+
+
+def cached_dataset(
+    data: Sequence[Any], transform: Compose, mode: str, cache_dir: str | Path | None, num_workers: int = 0
+) -> Dataset:
+    """``data`` through ``transform``, its deterministic prefix cached as ``mode`` says: ``memory``
+    (:func:`in_memory_dataset`, filled by ``num_workers`` threads, or one per CPU for 0), ``disk``
+    (:func:`persistent_dataset` in ``cache_dir``) or ``none``."""
+    check_cache_mode(mode)
+    if mode == "memory":
+        return in_memory_dataset(data, transform, num_workers=num_workers or None)
+    if mode == "disk":
+        return persistent_dataset(data, transform, cache_dir)
+    return Dataset(data, transform)

@@ -40,16 +40,15 @@ from monai.data import Dataset
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, default_collate
 
-from medcl.data.cache import in_memory_dataset, persistent_dataset
+from medcl.data.cache import cached_dataset, check_cache_mode
 from medcl.data.manifest import binarize_labels, read_manifest, require_manifests
 from medcl.data.quarantine import Quarantine, QuarantiningDataLoader, guard, separating
 from medcl.data.text.labels import CHEXPERT_LABELS
 from medcl.data.text.views import view_index
 from medcl.data.transforms import cxr_transforms
-from medcl.errors import ConfigError, InvalidInputError
+from medcl.errors import InvalidInputError
 
 GAZE_KEYS = ("gaze", "gaze_sentences")
-CACHE_MODES = ("memory", "disk", "none")
 # Keys whose per-item size varies; cxr_collate pads or lists them instead of stacking.
 _RAGGED_KEYS = ("gaze_sentences", "gaze_sentence_text", "gaze_sentence_count")
 
@@ -158,9 +157,8 @@ class CXRDataModule(LightningDataModule):
         max_bad_fraction: float = 0.1,
     ) -> None:
         super().__init__()
-        if cache not in CACHE_MODES:
-            raise ConfigError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
         self.save_hyperparameters()
+        check_cache_mode(cache)
         self.quarantine = Quarantine(max_bad_fraction)
         self.manifest = Path(manifest)
         self.frames: dict[str, pd.DataFrame] = {}
@@ -216,14 +214,10 @@ class CXRDataModule(LightningDataModule):
         key = (split, train)
         if key not in self._datasets:
             transform = self.guarded(cxr_pipeline(self.hparams.image_size, train, gaze=bool(self.hparams.use_gaze)))
-            data = self.records(split)
-            if self.hparams.cache == "memory":
-                self._datasets[key] = in_memory_dataset(data, transform, num_workers=self.hparams.num_workers or None)
-            elif self.hparams.cache == "disk":
-                cache_dir = Path(self.hparams.cache_dir or self.manifest.parent / "cache")
-                self._datasets[key] = persistent_dataset(data, transform, cache_dir)
-            else:
-                self._datasets[key] = Dataset(data, transform)
+            cache_dir = self.hparams.cache_dir or self.manifest.parent / "cache"
+            self._datasets[key] = cached_dataset(
+                self.records(split), transform, self.hparams.cache, cache_dir, self.hparams.num_workers
+            )
         return self._datasets[key]
 
     def guarded(self, pipeline: Any) -> mt.Compose:

@@ -174,26 +174,17 @@ def reflacx_map(
     valid = table.notna().all(axis=1).to_numpy()  # unreadable rows get weight 0 but keep their index
     table = table.fillna(1.0)
     height, width = original_shape
-    sigma_x = table["angular_resolution_x_pixels_per_degree"].to_numpy() * angle_degrees
-    sigma_y = table["angular_resolution_y_pixels_per_degree"].to_numpy() * angle_degrees
-    if (sigma_x <= 0).any() or (sigma_y <= 0).any():
+    sigma = {axis: table[f"angular_resolution_{axis}_pixels_per_degree"].to_numpy() * angle_degrees for axis in "xy"}
+    if any((s <= 0).any() for s in sigma.values()):
         raise InvalidInputError(source, "angular resolution (pixels per degree) must be positive")
-    rows = _clipped_normal(
-        table["y_position"].to_numpy(),
-        sigma_y,
-        np.round(table["ymin_shown_from_image"].to_numpy()),
-        np.round(table["ymax_shown_from_image"].to_numpy()),
-        height,
-    )
-    cols = _clipped_normal(
-        table["x_position"].to_numpy(),
-        sigma_x,
-        np.round(table["xmin_shown_from_image"].to_numpy()),
-        np.round(table["xmax_shown_from_image"].to_numpy()),
-        width,
-    )
+
+    def density(axis: str, length: int) -> np.ndarray:
+        """(fixations, length) densities along ``axis`` ("x" or "y"), zero outside the region shown on screen."""
+        low, high = (np.round(table[f"{axis}{end}_shown_from_image"].to_numpy()) for end in ("min", "max"))
+        return _clipped_normal(table[f"{axis}_position"].to_numpy(), sigma[axis], low, high, length)
+
     duration = (table["timestamp_end_fixation"] - table["timestamp_start_fixation"]).to_numpy()
-    return SeparableMap(rows, cols, np.where(valid, np.clip(duration, 0.0, None), 0.0))
+    return SeparableMap(density("y", height), density("x", width), np.where(valid, np.clip(duration, 0.0, None), 0.0))
 
 
 def reflacx_heatmap(

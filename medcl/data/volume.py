@@ -36,7 +36,7 @@ from lightning.pytorch import LightningDataModule
 from monai import transforms as mt
 from monai.data import DataLoader, Dataset, list_data_collate
 
-from medcl.data.cache import in_memory_dataset, persistent_dataset
+from medcl.data.cache import cached_dataset, check_cache_mode
 from medcl.data.manifest import read_manifest
 from medcl.data.quarantine import Quarantine, QuarantiningDataLoader, guard, separating
 from medcl.data.transforms import (
@@ -50,8 +50,6 @@ from medcl.data.transforms import (
 from medcl.errors import ConfigError, InvalidInputError
 
 log = logging.getLogger(__name__)
-
-CACHE_MODES = ("memory", "disk", "none")
 
 
 # -- datamodules ----------------------------------------------------------------------------------------------
@@ -90,8 +88,7 @@ class _VolumeDataModule(LightningDataModule):
         max_bad_fraction: float = 0.1,
     ) -> None:
         super().__init__()
-        if cache not in CACHE_MODES:
-            raise ConfigError(f"cache must be one of {CACHE_MODES}, got {cache!r}")
+        check_cache_mode(cache)
         if cache == "disk" and not cache_dir:
             raise ConfigError("cache='disk' needs cache_dir")
         self.manifest = Path(manifest)
@@ -153,13 +150,8 @@ class _VolumeDataModule(LightningDataModule):
         )
 
     def dataset(self, records: list[dict[str, Any]], transform: mt.Compose) -> Dataset:
-        transform = guard(transform, self.settings["bad_items"])
-        mode = self.settings["cache"]
-        if mode == "memory":
-            return in_memory_dataset(records, transform, num_workers=self.settings["num_workers"] or None)
-        if mode == "disk":
-            return persistent_dataset(records, transform, self.settings["cache_dir"])
-        return Dataset(records, transform)
+        s = self.settings
+        return cached_dataset(records, guard(transform, s["bad_items"]), s["cache"], s["cache_dir"], s["num_workers"])
 
     def _transform(self, seed: int | None) -> mt.Compose:
         """Preprocessing + the module's views; ``seed`` fixes the random views (validation), None for training."""

@@ -7,7 +7,7 @@ instance retrieval (relevant = the same study's report; ConVIRT/GLoRIA Recall@K)
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -31,6 +31,22 @@ def precision_at_k(similarity: Tensor, relevant: Tensor, ks: Sequence[int] = (1,
     return {k: hits[:, :k].mean(dim=1).mean().item() for k in ks if k <= similarity.shape[1]}
 
 
+def both_directions(
+    metric: Callable[[Tensor, Tensor, Sequence[int]], dict[int, float]],
+    similarity: Tensor,
+    relevant: Tensor,
+    ks: Sequence[int],
+    name: str,
+) -> dict[str, float]:
+    """``metric`` image-to-text (rows of the (images, texts) ``similarity`` and ``relevant``) and text-to-image (their
+    transposes), keyed by ``name`` formatted with ``direction`` (``i2t``, ``t2i``) and ``k``."""
+    return {
+        name.format(direction=direction, k=k): value
+        for direction, scores, mask in (("i2t", similarity, relevant), ("t2i", similarity.T, relevant.T))
+        for k, value in metric(scores, mask, ks).items()
+    }
+
+
 def retrieval_metrics(
     image_embeddings: Tensor,
     text_embeddings: Tensor,
@@ -47,11 +63,7 @@ def retrieval_metrics(
     """
     similarity = image_embeddings.float() @ text_embeddings.float().T
     same_study = image_groups[:, None] == text_groups[None, :]
-    metrics: dict[str, float] = {}
-    for k, v in recall_at_k(similarity, same_study, ks).items():
-        metrics[f"i2t_R{k}"] = v
-    for k, v in recall_at_k(similarity.T, same_study.T, ks).items():
-        metrics[f"t2i_R{k}"] = v
+    metrics = both_directions(recall_at_k, similarity, same_study, ks, "{direction}_R{k}")
     metrics["chance_R1"] = 1.0 / max(1, text_embeddings.shape[0])
     return metrics
 
@@ -82,8 +94,7 @@ def label_retrieval_metrics(
     text_classes = classes[keep]
     similarity = image_embeddings[eligible].float() @ text_embeddings[eligible][keep].float().T
     relevant = classes[:, None] == text_classes[None, :]
-    metrics = {f"label_i2t_P{k}": v for k, v in precision_at_k(similarity, relevant, ks).items()}
-    metrics.update({f"label_t2i_P{k}": v for k, v in precision_at_k(similarity.T, relevant.T, ks).items()})
+    metrics = both_directions(precision_at_k, similarity, relevant, ks, "label_{direction}_P{k}")
     metrics["label_chance_P1"] = relevant.float().mean().item()
     metrics["label_items"] = float(eligible.sum())
     return metrics

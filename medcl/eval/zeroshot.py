@@ -8,47 +8,20 @@ whose test labels are all one value is reported as skipped rather than as a made
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from monai.metrics import compute_roc_auc
 from torch import Tensor
 
-# Radiology phrasing as reports write it; several phrasings per side (prompt ensembles).
+# Radiology phrasing as reports write it; several phrasings per side (prompt ensembles), read once from
+# zeroshot_prompts.json: class -> (positive prompts, negative prompts).
 PROMPTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "Atelectasis": (
-        ("Bibasilar atelectasis.", "Plate-like atelectasis at the lung base.", "Subsegmental atelectasis is present."),
-        ("No atelectasis.", "The lungs are well expanded.", "No evidence of atelectasis."),
-    ),
-    "Cardiomegaly": (
-        ("The heart is enlarged.", "Cardiomegaly.", "Moderate cardiomegaly is present."),
-        ("Heart size is normal.", "No cardiomegaly.", "The cardiac silhouette is within normal limits."),
-    ),
-    "Consolidation": (
-        ("Focal consolidation.", "Airspace consolidation in the lung.", "There is a consolidation."),
-        ("No focal consolidation.", "The lungs are clear without consolidation.", "No airspace consolidation."),
-    ),
-    "Edema": (
-        ("Pulmonary edema.", "Interstitial edema is present.", "Mild pulmonary vascular congestion and edema."),
-        ("No pulmonary edema.", "No vascular congestion.", "No evidence of edema."),
-    ),
-    "Lung Lesion": (
-        ("A pulmonary nodule.", "There is a lung mass.", "A nodular opacity in the lung."),
-        ("No pulmonary nodules.", "No lung mass.", "No focal lesion in the lungs."),
-    ),
-    "Pleural Effusion": (
-        ("Pleural effusion.", "There is a pleural effusion.", "Blunting of the costophrenic angle from effusion."),
-        ("No pleural effusion.", "The costophrenic angles are sharp.", "No effusion."),
-    ),
-    "Pneumonia": (
-        ("Pneumonia.", "Findings concerning for pneumonia.", "Infectious consolidation consistent with pneumonia."),
-        ("No pneumonia.", "No evidence of pneumonia.", "No signs of infection."),
-    ),
-    "Pneumothorax": (
-        ("Pneumothorax.", "There is a pneumothorax.", "Apical pneumothorax is seen."),
-        ("No pneumothorax.", "There is no pneumothorax.", "No evidence of pneumothorax."),
-    ),
+    name: (tuple(sides["positive"]), tuple(sides["negative"]))
+    for name, sides in json.loads(Path(__file__).with_name("zeroshot_prompts.json").read_text(encoding="utf-8")).items()
 }
 
 

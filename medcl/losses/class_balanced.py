@@ -7,9 +7,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medcl.errors import ConfigError
+from medcl.losses.validation import SettingsRepr
 
 
-class ClassBalancedBCELoss(nn.Module):
+class ClassBalancedBCELoss(SettingsRepr, nn.Module):
     """Sigmoid BCE with per-class weights from the effective number of samples [1], as CoGaze's disease heads [2].
 
     With n_c the positive count of class c on the training split and C classes::
@@ -25,6 +26,8 @@ class ClassBalancedBCELoss(nn.Module):
         [1] Cui et al., Class-Balanced Loss Based on Effective Number of Samples, CVPR 2019.
         [2] CoGaze (2026): 14 CheXpert classes, uncertain -> 1, beta 0.9999, weight 0.5 per head.
     """
+
+    repr_settings = ("samples_per_class", "beta", "focal_gamma")
 
     def __init__(self, samples_per_class: list[int], beta: float = 0.9999, focal_gamma: float = 0.0) -> None:
         super().__init__()
@@ -47,9 +50,6 @@ class ClassBalancedBCELoss(nn.Module):
         effective = 1.0 - torch.tensor(beta, dtype=torch.float64) ** torch.tensor(counts, dtype=torch.float64)
         weights = (1.0 - beta) / effective
         self.register_buffer("class_weights", (weights / weights.sum() * len(counts)).float())
-
-    def extra_repr(self) -> str:
-        return f"samples_per_class={self.samples_per_class}, beta={self.beta}, focal_gamma={self.focal_gamma}"
 
     @staticmethod
     def count_positives(labels: Tensor) -> list[int]:

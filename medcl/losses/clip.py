@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
 from medcl.losses.distributed import check_equal_batch_sizes, gather_features, gather_no_grad, world_info
-from medcl.losses.temperature import clamped_scale, register_logit_scale
-from medcl.losses.validation import check_chunk_size, check_feature_pair, check_ids, check_logit_scale_bounds
+from medcl.losses.temperature import ScaledLogitsLoss
+from medcl.losses.validation import check_chunk_size, check_feature_pair, check_ids
 
 
 @dataclass(frozen=True)
@@ -118,7 +117,7 @@ def _target_logit_sum(logits: Tensor, targets: ContrastTargets, start: int, stop
     return (targets.dense(start, stop, logits.dtype) * logits).sum()
 
 
-class ClipLoss(nn.Module):
+class ClipLoss(ScaledLogitsLoss):
     """Symmetric image-text InfoNCE of ConVIRT [1] and CLIP [2], with soft multi-positive targets.
 
     With L2-normalised image features I and text features T (N rows in the global batch), s = exp(logit_scale) and
@@ -149,6 +148,8 @@ class ClipLoss(nn.Module):
         >>> loss = loss_fn(torch.randn(8, 32), torch.randn(8, 32), group_ids=torch.tensor([0, 0, 1, 2, 3, 3, 4, 5]))
     """
 
+    repr_settings = (*ScaledLogitsLoss.repr_settings, "normalize", "local_loss", "gather_with_grad", "chunk_size")
+
     def __init__(
         self,
         temperature: float = 0.07,
@@ -159,28 +160,15 @@ class ClipLoss(nn.Module):
         gather_with_grad: bool = True,
         chunk_size: int | None = None,
     ) -> None:
-        super().__init__()
-        check_logit_scale_bounds("ClipLoss", temperature, max_logit_scale)
+        super().__init__(temperature, learnable_temperature, max_logit_scale)
         check_chunk_size("ClipLoss", chunk_size)
-        self.learnable_temperature = learnable_temperature
-        self.max_logit_scale = max_logit_scale
         self.normalize = normalize
         self.local_loss = local_loss
         self.gather_with_grad = gather_with_grad
         self.chunk_size = chunk_size
-        register_logit_scale(self, "logit_scale", math.log(1 / temperature), learnable_temperature)
 
     def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature:.4g}, learnable_temperature={self.learnable_temperature}, "
-            f"max_logit_scale={self.max_logit_scale}, normalize={self.normalize}, local_loss={self.local_loss}, "
-            f"gather_with_grad={self.gather_with_grad}, chunk_size={self.chunk_size}"
-        )
-
-    @property
-    def temperature(self) -> float:
-        """Current temperature 1 / exp(clamped logit_scale)."""
-        return 1.0 / float(clamped_scale(self.logit_scale.detach(), self.max_logit_scale))
+        return f"temperature={self.temperature:.4g}, {super().extra_repr()}"
 
     def forward(
         self,
@@ -203,7 +191,7 @@ class ClipLoss(nn.Module):
         if self.normalize:
             image_features = F.normalize(image_features, dim=-1)
             text_features = F.normalize(text_features, dim=-1)
-        scale = clamped_scale(self.logit_scale, self.max_logit_scale).to(image_features.dtype)
+        scale = self.scale().to(image_features.dtype)
 
         rank, world = world_info()
         check_equal_batch_sizes(batch, image_features.device)

@@ -7,7 +7,7 @@ gradient) and differs only in which keys count as positives and negatives, and i
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 from medcl.errors import ConfigError
 from medcl.losses.distributed import check_equal_batch_sizes, gather_with_grad, world_info
-from medcl.losses.validation import check_positive
+from medcl.losses.validation import SettingsRepr, check_positive
 
 DenominatorMode = Literal["shared", "per_positive", "decoupled"]
 
@@ -117,9 +117,11 @@ def masked_info_nce(
     return per_anchor[has_positive].mean()
 
 
-class ViewContrastLoss(nn.Module):
+class ViewContrastLoss(SettingsRepr, nn.Module):
     """Shared settings of the view-based losses (SimCLR family, multi-view): a fixed temperature, whether to
     L2-normalise features, and whether to gather the other ranks' features as negatives."""
+
+    repr_settings: ClassVar[tuple[str, ...]] = ("temperature", "normalize", "gather_distributed")
 
     def __init__(self, temperature: float, normalize: bool = True, gather_distributed: bool = True) -> None:
         super().__init__()
@@ -127,8 +129,3 @@ class ViewContrastLoss(nn.Module):
         self.temperature = temperature
         self.normalize = normalize
         self.gather_distributed = gather_distributed
-
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, normalize={self.normalize}, gather_distributed={self.gather_distributed}"
-        )

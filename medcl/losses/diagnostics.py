@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from medcl.losses.validation import check_feature_pair, check_positive
+from medcl.losses.validation import SettingsRepr, check_feature_pair, check_positive
 
 
 def alignment(first: Tensor, second: Tensor, alpha: float = 2.0) -> Tensor:
@@ -28,7 +28,7 @@ def uniformity(features: Tensor, t: float = 2.0) -> Tensor:
     return torch.logsumexp(-t * squared, dim=0) - torch.log(torch.tensor(float(squared.numel()), dtype=unit.dtype))
 
 
-class AlignUniformLoss(nn.Module):
+class AlignUniformLoss(SettingsRepr, nn.Module):
     """Wang & Isola's objective [1]: ``alignment(x, y) + w/2 (uniformity(x) + uniformity(y))``.
 
     Shapes: first, second (B, D) -> scalar.
@@ -38,14 +38,13 @@ class AlignUniformLoss(nn.Module):
             Hypersphere, ICML 2020.
     """
 
+    repr_settings = ("alpha", "t", "uniformity_weight")
+
     def __init__(self, alpha: float = 2.0, t: float = 2.0, uniformity_weight: float = 1.0) -> None:
         super().__init__()
         check_positive("AlignUniformLoss alpha", alpha)
         check_positive("AlignUniformLoss t", t)
         self.alpha, self.t, self.uniformity_weight = alpha, t, uniformity_weight
-
-    def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, t={self.t}, uniformity_weight={self.uniformity_weight}"
 
     def forward(self, first: Tensor, second: Tensor) -> Tensor:
         spread = (uniformity(first, self.t) + uniformity(second, self.t)) / 2

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from medcl.errors import ConfigError
-from medcl.losses.temperature import clamped_scale, register_logit_scale
-from medcl.losses.validation import check_logit_scale_bounds
+from medcl.losses.temperature import ScaledLogitsLoss
+from medcl.losses.validation import check_fraction
 
 
-class GazeAlignmentLoss(nn.Module):
+class GazeAlignmentLoss(ScaledLogitsLoss):
     """Bidirectional Jensen-Shannon divergence between sentence<->patch attention and gaze targets (CoGaze [1]).
 
     For each image with gaze, with t_s the L2-normalised sentence embeddings, v_p the normalised patch embeddings,
@@ -36,6 +33,8 @@ class GazeAlignmentLoss(nn.Module):
             2026 (released code: models/utils.py, bidirectional_js_loss_dynamic).
     """
 
+    repr_settings = (*ScaledLogitsLoss.repr_settings, "top_k_ratio", "text_to_image_weight", "eps")
+
     def __init__(
         self,
         temperature: float = 0.07,
@@ -45,29 +44,12 @@ class GazeAlignmentLoss(nn.Module):
         text_to_image_weight: float = 0.2,
         eps: float = 1e-8,
     ) -> None:
-        super().__init__()
-        check_logit_scale_bounds("GazeAlignmentLoss", temperature, max_logit_scale)
-        if not 0 < top_k_ratio <= 1:
-            raise ConfigError(f"GazeAlignmentLoss top_k_ratio must be in (0, 1], got {top_k_ratio}")
-        if not 0 <= text_to_image_weight <= 1:
-            raise ConfigError(f"GazeAlignmentLoss text_to_image_weight must be in [0, 1], got {text_to_image_weight}")
-        self.learnable_temperature = learnable_temperature
-        self.max_logit_scale = max_logit_scale
+        super().__init__(temperature, learnable_temperature, max_logit_scale)
+        check_fraction("GazeAlignmentLoss top_k_ratio", top_k_ratio)
+        check_fraction("GazeAlignmentLoss text_to_image_weight", text_to_image_weight, allow_zero=True)
         self.top_k_ratio = top_k_ratio
         self.text_to_image_weight = text_to_image_weight
         self.eps = eps
-        register_logit_scale(self, "logit_scale", math.log(1 / temperature), learnable_temperature)
-
-    def extra_repr(self) -> str:
-        return (
-            f"learnable_temperature={self.learnable_temperature}, max_logit_scale={self.max_logit_scale}, "
-            f"top_k_ratio={self.top_k_ratio}, text_to_image_weight={self.text_to_image_weight}, eps={self.eps}"
-        )
-
-    @property
-    def temperature(self) -> float:
-        """Current temperature 1 / exp(clamped logit_scale) (the sentence->patch attention's)."""
-        return 1.0 / float(clamped_scale(self.logit_scale.detach(), self.max_logit_scale))
 
     def forward(
         self,
@@ -94,7 +76,7 @@ class GazeAlignmentLoss(nn.Module):
             raise ValueError(f"sentence_mask must have shape {(batch, sentences)}, got {tuple(sentence_mask.shape)}")
         if bool((gaze_heatmaps < 0).any()):
             raise ValueError("gaze_heatmaps must be non-negative")
-        scale = clamped_scale(self.logit_scale, self.max_logit_scale)
+        scale = self.scale()
         sentence_features = F.normalize(sentence_features, dim=-1)
         patch_features = F.normalize(patch_features, dim=-1)
         per_image = []

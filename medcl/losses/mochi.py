@@ -7,10 +7,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medcl.errors import ConfigError
-from medcl.losses.validation import check_feature_pair, check_positive
+from medcl.losses.validation import SettingsRepr, check_feature_pair, check_fraction, check_positive
 
 
-class MoCHiLoss(nn.Module):
+class MoCHiLoss(SettingsRepr, nn.Module):
     """InfoNCE whose negatives are extended with synthetic hard negatives (MoCHi [1]).
 
     For each L2-normalised query q with positive key k+ and negatives n (the other keys of the batch, or a queue):
@@ -29,6 +29,8 @@ class MoCHiLoss(nn.Module):
         [1] Kalantidis et al., Hard Negative Mixing for Contrastive Learning, NeurIPS 2020.
     """
 
+    repr_settings = ("temperature", "num_hardest", "num_mixed", "num_query_mixed", "query_mix_max", "normalize")
+
     def __init__(
         self,
         temperature: float = 0.2,
@@ -45,20 +47,13 @@ class MoCHiLoss(nn.Module):
                 f"MoCHiLoss needs num_hardest >= 1 and non-negative mix counts, got {num_hardest}, {num_mixed}, "
                 f"{num_query_mixed}"
             )
-        if not 0 < query_mix_max <= 1:
-            raise ConfigError(f"MoCHiLoss query_mix_max must be in (0, 1], got {query_mix_max}")
+        check_fraction("MoCHiLoss query_mix_max", query_mix_max)
         self.temperature = temperature
         self.num_hardest = num_hardest
         self.num_mixed = num_mixed
         self.num_query_mixed = num_query_mixed
         self.query_mix_max = query_mix_max
         self.normalize = normalize
-
-    def extra_repr(self) -> str:
-        return (
-            f"temperature={self.temperature}, num_hardest={self.num_hardest}, num_mixed={self.num_mixed}, "
-            f"num_query_mixed={self.num_query_mixed}, query_mix_max={self.query_mix_max}, normalize={self.normalize}"
-        )
 
     def forward(self, queries: Tensor, keys: Tensor, negatives: Tensor | None = None) -> Tensor:
         """queries, keys: (B, D) positive pairs; negatives: (K, D) queue, or None for in-batch negatives."""

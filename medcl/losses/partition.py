@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from medcl.errors import ConfigError
 from medcl.losses.contrast import ViewContrastLoss, masked_info_nce, view_similarities
 from medcl.losses.distributed import gather_no_grad
-from medcl.losses.validation import check_feature_pair, check_ids, check_positive
+from medcl.losses.validation import SettingsRepr, check_feature_pair, check_ids, check_positive
 
 GlobalStrategy = Literal["random", "exclude_partition", "partition_positive"]
 LocalStrategy = Literal["same_image", "same_partition"]
@@ -36,6 +36,8 @@ class GlobalPartitionLoss(ViewContrastLoss):
             limited annotations, NeurIPS 2020.
     """
 
+    repr_settings = ("strategy", *ViewContrastLoss.repr_settings)
+
     def __init__(
         self,
         strategy: GlobalStrategy = "partition_positive",
@@ -50,9 +52,6 @@ class GlobalPartitionLoss(ViewContrastLoss):
             )
         super().__init__(temperature, normalize, gather_distributed)
         self.strategy = strategy
-
-    def extra_repr(self) -> str:
-        return f"strategy={self.strategy!r}, {super().extra_repr()}"
 
     def forward(self, view1: Tensor, view2: Tensor, partition_ids: Tensor | None = None) -> Tensor:
         """view1, view2: (B, D) two augmentations of B slices; partition_ids: (B,) partition index of each slice
@@ -72,7 +71,7 @@ class GlobalPartitionLoss(ViewContrastLoss):
         return masked_info_nce(sims.logits, positives & sims.not_self, ~same_partition, "per_positive")
 
 
-class LocalRegionLoss(nn.Module):
+class LocalRegionLoss(SettingsRepr, nn.Module):
     """Local contrastive loss on decoder feature maps [1]. Region embeddings are the mean of the feature map over
     ``region_size`` x ``region_size`` windows centred on a ``regions_per_side`` x ``regions_per_side`` grid, then
     L2-normalised.
@@ -92,6 +91,8 @@ class LocalRegionLoss(nn.Module):
         [1] Chaitanya et al., Contrastive learning of global and local features for medical image segmentation with
             limited annotations, NeurIPS 2020.
     """
+
+    repr_settings = ("strategy", "temperature", "region_size", "regions_per_side")
 
     def __init__(
         self,
@@ -113,12 +114,6 @@ class LocalRegionLoss(nn.Module):
         self.temperature = temperature
         self.region_size = region_size
         self.regions_per_side = regions_per_side
-
-    def extra_repr(self) -> str:
-        return (
-            f"strategy={self.strategy!r}, temperature={self.temperature}, region_size={self.region_size}, "
-            f"regions_per_side={self.regions_per_side}"
-        )
 
     def region_embeddings(self, features: Tensor) -> Tensor:
         """(B, C, H, W) -> (B, R, C) normalised region means, R = regions_per_side ** 2."""

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from medcl.losses.distributed import check_equal_batch_sizes, gather_no_grad, gather_with_grad, world_info
-from medcl.losses.temperature import clamped_scale, register_logit_scale
-from medcl.losses.validation import check_chunk_size, check_feature_pair, check_ids, check_logit_scale_bounds
+from medcl.losses.temperature import ScaledLogitsLoss, register_logit_scale
+from medcl.losses.validation import check_chunk_size, check_feature_pair, check_ids
 
 
-class SigLipLoss(nn.Module):
+class SigLipLoss(ScaledLogitsLoss):
     """Pairwise sigmoid loss of SigLIP [1]: every image-text pair is an independent binary problem.
 
     With L2-normalised x_i (images), y_j (texts), t = exp(logit_scale) (init 1/temperature = 10), bias b (init -10)
@@ -33,6 +31,8 @@ class SigLipLoss(nn.Module):
         [1] Zhai et al., Sigmoid Loss for Language Image Pre-Training, ICCV 2023.
     """
 
+    repr_settings = ("learnable", "max_logit_scale", "normalize", "chunk_size")
+
     def __init__(
         self,
         temperature: float = 0.1,
@@ -42,21 +42,12 @@ class SigLipLoss(nn.Module):
         normalize: bool = True,
         chunk_size: int | None = None,
     ) -> None:
-        super().__init__()
-        check_logit_scale_bounds("SigLipLoss", temperature, max_logit_scale)
+        super().__init__(temperature, learnable, max_logit_scale)
         check_chunk_size("SigLipLoss", chunk_size)
-        self.learnable = learnable
-        self.max_logit_scale = max_logit_scale
+        self.learnable = learnable  # the scale's and the bias's
         self.normalize = normalize
         self.chunk_size = chunk_size
-        register_logit_scale(self, "logit_scale", math.log(1 / temperature), learnable)
         register_logit_scale(self, "logit_bias", bias, learnable)
-
-    def extra_repr(self) -> str:
-        return (
-            f"learnable={self.learnable}, max_logit_scale={self.max_logit_scale}, normalize={self.normalize}, "
-            f"chunk_size={self.chunk_size}"
-        )
 
     def forward(self, image_features: Tensor, text_features: Tensor, *, group_ids: Tensor | None = None) -> Tensor:
         """image_features, text_features: (B, D); group_ids: (B,) items sharing an id are positives. Scalar."""
@@ -76,7 +67,7 @@ class SigLipLoss(nn.Module):
             column_ids = torch.arange(all_texts.shape[0], device=image_features.device)
         else:
             row_ids, column_ids = group_ids, gather_no_grad(group_ids)
-        scale = clamped_scale(self.logit_scale, self.max_logit_scale).to(image_features.dtype)
+        scale = self.scale().to(image_features.dtype)
         bias = self.logit_bias.to(image_features.dtype)
         step = batch if self.chunk_size is None else self.chunk_size
         total = image_features.new_zeros(())

@@ -84,6 +84,7 @@ class DCLWLoss(_TwoViewLoss):
     """
 
     mode: DenominatorMode = "decoupled"
+    repr_settings = (*_TwoViewLoss.repr_settings, "sigma")
 
     def __init__(
         self, temperature: float = 0.1, sigma: float = 0.5, normalize: bool = True, gather_distributed: bool = True
@@ -91,9 +92,6 @@ class DCLWLoss(_TwoViewLoss):
         super().__init__(temperature, normalize, gather_distributed)
         check_positive("DCLWLoss sigma", sigma)
         self.sigma = sigma
-
-    def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, sigma={self.sigma}"
 
     def positive_weights(self, sims: ViewSimilarities) -> Tensor:
         gathered = sims.gathered  # (N, 2, D)

@@ -1,16 +1,35 @@
-"""Argument checks shared by the losses: clear errors that name the offending shapes and values."""
+"""Constructor settings shared by the losses: checks with clear errors that name the offending shapes and values, and
+the ``repr`` that lists the settings."""
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from torch import Tensor
 
 from medcl.errors import ConfigError
 
 
+class SettingsRepr:
+    """Mixin (before ``nn.Module``): ``extra_repr`` lists the attributes named in ``repr_settings``, as
+    ``name=value``, so a printed model shows how each loss was configured."""
+
+    repr_settings: ClassVar[tuple[str, ...]] = ()
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{name}={getattr(self, name)!r}" for name in self.repr_settings)
+
+
 def check_positive(name: str, value: float) -> None:
     """ConfigError unless ``value`` > 0 (temperatures, scales)."""
     if not value > 0:
         raise ConfigError(f"{name} must be > 0, got {value}")
+
+
+def check_fraction(name: str, value: float, *, allow_zero: bool = False) -> None:
+    """ConfigError unless ``value`` is in (0, 1] (or [0, 1] with ``allow_zero``): ratios, weights, mixing bounds."""
+    if not (0 <= value <= 1 if allow_zero else 0 < value <= 1):
+        raise ConfigError(f"{name} must be in {'[0' if allow_zero else '(0'}, 1], got {value}")
 
 
 def check_chunk_size(owner: str, chunk_size: int | None) -> None:

@@ -9,9 +9,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from medcl.errors import ConfigError
+from medcl.losses.validation import SettingsRepr
 
 
-class VoCoLoss(nn.Module):
+class VoCoLoss(SettingsRepr, nn.Module):
     """VoCo loss [1] (public-repo form): position prediction from overlap labels + base-crop regularisation.
 
     For each volume, with crop embeddings x_r, base-crop embeddings b_k and overlap labels y_rk (the fraction of
@@ -33,6 +34,8 @@ class VoCoLoss(nn.Module):
             Analysis, CVPR 2024 (and the public repository's loss).
     """
 
+    repr_settings = ("regularization_weight", "eps")
+
     def __init__(self, regularization_weight: float = 1.0, eps: float = 1e-6) -> None:
         super().__init__()
         if regularization_weight < 0 or eps <= 0:
@@ -41,9 +44,6 @@ class VoCoLoss(nn.Module):
             )
         self.regularization_weight = regularization_weight
         self.eps = eps
-
-    def extra_repr(self) -> str:
-        return f"regularization_weight={self.regularization_weight}, eps={self.eps}"
 
     def terms(
         self,
@@ -79,17 +79,9 @@ class VoCoLoss(nn.Module):
             "regularization": base_regularization(base_features).mean(),
         }
 
-    def forward(
-        self,
-        crop_features: Tensor,
-        base_features: Tensor,
-        overlap: Tensor,
-        teacher_crop_features: Tensor | None = None,
-        teacher_base_features: Tensor | None = None,
-    ) -> Tensor:
-        """See the class docstring. Returns a scalar."""
-        terms = self.terms(crop_features, base_features, overlap, teacher_crop_features, teacher_base_features)
-        return self.total(terms)
+    def forward(self, *features: Tensor | None, **named_features: Tensor | None) -> Tensor:
+        """The loss (a scalar): :meth:`total` of :meth:`terms`, which takes the same arguments (class docstring)."""
+        return self.total(self.terms(*features, **named_features))
 
     def total(self, terms: Mapping[str, Tensor]) -> Tensor:
         """The loss from its :meth:`terms` (so a caller that logs the terms does not recombine them itself)."""

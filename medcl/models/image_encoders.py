@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from monai.networks import nets
@@ -19,6 +20,8 @@ from medcl.models.hub import from_hub, random_init_config
 from medcl.models.outputs import EncoderOutput
 
 RESNET_LAYERS = {10: [1, 1, 1, 1], 18: [2, 2, 2, 2], 34: [3, 4, 6, 3], 50: [3, 4, 6, 3]}
+# ViT-B/16 (Dosovitskiy et al.), the default of MonaiViTEncoder.
+VIT_B16 = {"img_size": 224, "patch_size": 16, "hidden_size": 768, "mlp_dim": 3072, "num_layers": 12, "num_heads": 12}
 
 
 def set_trainable(module: nn.Module, trainable: bool) -> None:
@@ -77,34 +80,26 @@ class MonaiResNetEncoder(nn.Module):
 
 
 class MonaiViTEncoder(nn.Module):
-    """MONAI ViT (2D or 3D); tokens are its patch embeddings after the last block, pooled is their mean."""
+    """MONAI ViT (2D or 3D); tokens are its patch embeddings after the last block, pooled is their mean.
+
+    Args:
+        in_channels, spatial_dims, checkpoint, frozen: as for :class:`MonaiResNetEncoder`.
+        vit: arguments of ``monai.networks.nets.ViT`` over :data:`VIT_B16` (``img_size``, ``patch_size``,
+            ``hidden_size``, ``mlp_dim``, ``num_layers``, ``num_heads``, and any other, e.g. ``dropout_rate``).
+    """
 
     def __init__(
         self,
-        img_size: int = 224,
-        patch_size: int = 16,
-        hidden_size: int = 768,
-        mlp_dim: int = 3072,
-        num_layers: int = 12,
-        num_heads: int = 12,
         in_channels: int = 1,
         spatial_dims: int = 2,
         checkpoint: str | None = None,
         frozen: bool = False,
+        **vit: Any,
     ) -> None:
         super().__init__()
-        self.net = nets.ViT(
-            in_channels=in_channels,
-            img_size=img_size,
-            patch_size=patch_size,
-            hidden_size=hidden_size,
-            mlp_dim=mlp_dim,
-            num_layers=num_layers,
-            num_heads=num_heads,
-            spatial_dims=spatial_dims,
-            classification=False,
-        )
-        self.out_dim = hidden_size
+        settings = {**VIT_B16, **vit}
+        self.net = nets.ViT(in_channels=in_channels, spatial_dims=spatial_dims, classification=False, **settings)
+        self.out_dim = int(settings["hidden_size"])
         if checkpoint:
             load_encoder_checkpoint(self.net, checkpoint)
         if frozen:

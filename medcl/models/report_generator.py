@@ -45,8 +45,13 @@ log = logging.getLogger(__name__)
 TOKENIZER_DIR = Path(__file__).parent / "tokenizers"
 # Offline tokenizer name -> packaged directory (byte-level BPE trained on synthetic MIMIC-style reports).
 OFFLINE_TOKENIZERS = {"cxr-bpe-synthetic": TOKENIZER_DIR / "cxr-bpe-synthetic"}
-# The generation hyperparameters: what generate() takes, what a task sets and what a served report model carries.
-GENERATION_SETTINGS = ("num_beams", "max_new_tokens", "min_new_tokens", "length_penalty", "no_repeat_ngram_size")
+# The generation hyperparameters and their defaults: what generate() takes. A task sets, and a served report model
+# carries, all but use_cache (the decoder's key/value cache: a speed switch, the same reports either way).
+GENERATION_DEFAULTS: dict[str, Any] = {
+    "num_beams": 3, "max_new_tokens": 100, "min_new_tokens": 0, "length_penalty": 1.0, "no_repeat_ngram_size": 0,
+    "use_cache": True,
+}  # fmt: skip
+GENERATION_SETTINGS = tuple(name for name in GENERATION_DEFAULTS if name != "use_cache")
 # Prompt states per observation: CheXbert's classes, PromptMRG's [BLA] [POS] [NEG] [UNC] -> CheXpert codes.
 FINDING_STATE_CODES = CHEXBERT_CLASS_CODES
 
@@ -319,18 +324,18 @@ class ReportGenerator(nn.Module):
         contexts: Sequence[str] | None = None,
         view_mask: Tensor | None = None,
         view_role: Tensor | None = None,
-        num_beams: int = 3,
-        max_new_tokens: int = 100,
-        min_new_tokens: int = 0,
-        length_penalty: float = 1.0,
-        no_repeat_ngram_size: int = 0,
-        use_cache: bool = True,
         return_findings: bool = False,
+        **settings: Any,
     ) -> list[str] | tuple[list[str], Tensor]:
         """Beam search (``num_beams=1``: greedy) from ``<bos>`` (after the predicted diagnosis prompt, if any).
 
-        ``return_findings``: also return the diagnosis the reports were prompted with, CheXpert codes (B, 14).
+        ``settings``: any of :data:`GENERATION_DEFAULTS` (num_beams, max_new_tokens, min_new_tokens, length_penalty,
+        no_repeat_ngram_size, use_cache) to change. ``return_findings``: also return the diagnosis the reports were
+        prompted with, CheXpert codes (B, 14).
         """
+        unknown = sorted(set(settings) - set(GENERATION_DEFAULTS))
+        if unknown:
+            raise ConfigError(f"unknown generation setting(s) {unknown}; have {list(GENERATION_DEFAULTS)}")
         if return_findings and not self.finding_prompt:
             raise ConfigError("return_findings needs a model built with finding_prompt=true")
         memory, mask, pooled = self._memory_and_features(images, contexts, view_mask, view_role)
@@ -348,13 +353,8 @@ class ReportGenerator(nn.Module):
             attention_mask=torch.ones(len(start), length, dtype=torch.long, device=memory.device),
             encoder_hidden_states=memory,
             encoder_attention_mask=mask.long(),
-            num_beams=num_beams,
+            **{**GENERATION_DEFAULTS, **settings},
             do_sample=False,
-            max_new_tokens=max_new_tokens,
-            min_new_tokens=min_new_tokens,
-            length_penalty=length_penalty,
-            no_repeat_ngram_size=no_repeat_ngram_size,
-            use_cache=use_cache,
             eos_token_id=tok.eos_token_id,
             pad_token_id=tok.pad_token_id,
         )

@@ -25,7 +25,7 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Annotated, Any
@@ -394,21 +394,41 @@ def _problem(status: int, detail: str, headers: dict[str, str] | None = None) ->
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
+def _answer(
+    status: int, detail: Callable[[Exception], str], headers: dict[str, str] | None = None, *, logged: bool = True
+) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
+    """An exception handler answering ``status`` with ``detail(err)``; ``logged`` names the error in the request's
+    log line (its class name only: never request data)."""
+
+    async def handle(request: Request, err: Exception) -> JSONResponse:
+        if logged:
+            request.state.error = type(err).__name__
+        return _problem(status, detail(err), headers)
+
+    return handle
+
+
 def _install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(Unauthorized)
-    async def unauthorized(request: Request, err: Unauthorized) -> JSONResponse:
-        return _problem(401, "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"})
+    retry = {"Retry-After": "5"}
+    answers = {
+        Unauthorized: _answer(
+            401, lambda err: "missing or invalid bearer token", {"WWW-Authenticate": "Bearer"}, logged=False
+        ),
+        NonFiniteOutputError: _answer(422, lambda err: f"upload: {err}; no result is returned for this image"),
+        InferenceBusy: _answer(503, lambda err: f"server busy: {err}; retry later", retry),
+        InferenceTimeout: _answer(
+            504, lambda err: f"{err} (the service's --inference-timeout); send a smaller image or retry later"
+        ),
+        CapabilityMissing: _answer(404, str, logged=False),
+    }
+    for error, handler in answers.items():
+        app.add_exception_handler(error, handler)
 
     @app.exception_handler(InvalidInputError)
     async def invalid_input(request: Request, err: InvalidInputError) -> JSONResponse:
         status = 415 if isinstance(err, UnsupportedMediaError) else 413 if isinstance(err, ImageTooLargeError) else 422
         request.state.error = type(err).__name__
         return _problem(status, str(err))
-
-    @app.exception_handler(NonFiniteOutputError)
-    async def non_finite(request: Request, err: NonFiniteOutputError) -> JSONResponse:
-        request.state.error = type(err).__name__
-        return _problem(422, f"upload: {err}; no result is returned for this image")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(request: Request, err: RequestValidationError) -> JSONResponse:
@@ -419,24 +439,10 @@ def _install_error_handlers(app: FastAPI) -> None:
         request.state.error = "RequestValidationError"
         return _problem(422, f"request: {problems}")
 
-    @app.exception_handler(InferenceBusy)
-    async def busy(request: Request, err: InferenceBusy) -> JSONResponse:
-        request.state.error = type(err).__name__
-        return _problem(503, f"server busy: {err}; retry later", {"Retry-After": "5"})
-
-    @app.exception_handler(InferenceTimeout)
-    async def timed_out(request: Request, err: InferenceTimeout) -> JSONResponse:
-        request.state.error = type(err).__name__
-        return _problem(504, f"{err} (the service's --inference-timeout); send a smaller image or retry later")
-
-    @app.exception_handler(CapabilityMissing)
-    async def missing(request: Request, err: CapabilityMissing) -> JSONResponse:
-        return _problem(404, str(err))
-
     @app.exception_handler(ServiceNotReady)
     async def not_ready(request: Request, err: ServiceNotReady) -> JSONResponse:
         detail = "models are still loading" if not str(err) or str(err) == "None" else "model loading failed"
-        return _problem(503, detail, {"Retry-After": "5"})
+        return _problem(503, detail, retry)
 
 
 def _version() -> str:

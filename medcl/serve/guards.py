@@ -27,6 +27,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import KW_ONLY, dataclass, field
 from typing import Any
 
 log = logging.getLogger("medcl.serve")
@@ -110,10 +111,12 @@ class _BodyRejected(Exception):
     """Raised inside the app's ``receive`` to abort reading a body; the guard answers instead."""
 
 
+@dataclass(repr=False, eq=False)  # no repr: it would show the token
 class UploadGuard:
     """Token, declared size and per-client slots before the body; size and pace while it is read (see module doc).
 
     Args:
+        app: the ASGI app behind the guard.
         token: the bearer token; None serves anonymously.
         max_bytes: largest request body.
         max_uploads_per_client: requests with a body in flight per client address (the peer address, or the
@@ -122,23 +125,14 @@ class UploadGuard:
         body_idle_timeout: seconds without a body byte.
     """
 
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        token: str | None,
-        max_bytes: int,
-        max_uploads_per_client: int,
-        body_timeout: float,
-        body_idle_timeout: float,
-    ) -> None:
-        self.app = app
-        self.token = token
-        self.max_bytes = max_bytes
-        self.max_uploads_per_client = max_uploads_per_client
-        self.body_timeout = body_timeout
-        self.body_idle_timeout = body_idle_timeout
-        self.in_flight: Counter[str] = Counter()
+    app: ASGIApp
+    _: KW_ONLY
+    token: str | None
+    max_bytes: int
+    max_uploads_per_client: int
+    body_timeout: float
+    body_idle_timeout: float
+    in_flight: Counter[str] = field(default_factory=Counter, init=False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] in OPEN_PATHS:

@@ -23,7 +23,7 @@ from medcl.data.text.reports import flatten_structured_report, structure_report
 from medcl.eval.clinical import CheXbertLabeler, ce_scores
 from medcl.eval.report import score_reports
 from medcl.models import create_model
-from medcl.models.report_generator import GENERATION_SETTINGS, ReportGenerator
+from medcl.models.report_generator import GENERATION_DEFAULTS, GENERATION_SETTINGS, ReportGenerator
 from medcl.tasks.base import MedclTask
 from medcl.tracking import mlflow_logger
 
@@ -39,7 +39,8 @@ class ReportGeneration(MedclTask):
             self-attention); MLRG/CoGaze use 5e-5 vs 5e-4, i.e. 0.1.
         contrastive_weight, contrastive_loss: CoCa term (0 disables) and its loss spec (default ClipLoss).
         structured: train on and generate per-organ structured reports (scored after flattening).
-        num_beams, max_new_tokens, min_new_tokens, length_penalty, no_repeat_ngram_size: generation controls.
+        num_beams, max_new_tokens, min_new_tokens, length_penalty, no_repeat_ngram_size: generation controls
+            (defaults: the model's, :data:`~medcl.models.report_generator.GENERATION_DEFAULTS`).
         max_length: training truncation in tokens.
         preprocessing: NLG preprocessing (see :mod:`medcl.eval.nlg`).
         chexbert, chexbert_bert: CheXbert weights for clinical efficacy (default: rule-based proxy).
@@ -60,11 +61,11 @@ class ReportGeneration(MedclTask):
         contrastive_weight: float = 0.0,
         contrastive_loss: dict[str, Any] | None = None,
         structured: bool = False,
-        num_beams: int = 3,
-        max_new_tokens: int = 100,
-        min_new_tokens: int = 0,
-        length_penalty: float = 1.0,
-        no_repeat_ngram_size: int = 0,
+        num_beams: int = GENERATION_DEFAULTS["num_beams"],
+        max_new_tokens: int = GENERATION_DEFAULTS["max_new_tokens"],
+        min_new_tokens: int = GENERATION_DEFAULTS["min_new_tokens"],
+        length_penalty: float = GENERATION_DEFAULTS["length_penalty"],
+        no_repeat_ngram_size: int = GENERATION_DEFAULTS["no_repeat_ngram_size"],
         max_length: int = 128,
         preprocessing: str = "cogaze",
         chexbert: str | None = None,

@@ -33,22 +33,14 @@ class SimCLR3DPretraining(EncoderPretraining):
     """SimCLR on 3D crops.
 
     Args:
-        model, model_overrides: segmentation network whose encoder is trained.
         embed_dim: projection width (SimCLR's batch-norm MLP head on the multi-scale pooled features; see
             :class:`~medcl.models.heads.ProjectionHead` for why the batch norm is needed on these encoders).
         loss: a two-view loss spec (``medcl.losses.NTXentLoss`` with temperature 0.1 by default).
-        optimizer: see :class:`~medcl.tasks.voco.EncoderPretraining`.
+        kwargs: ``model``, ``model_overrides`` and ``optimizer`` of :class:`~medcl.tasks.voco.EncoderPretraining`.
     """
 
-    def __init__(
-        self,
-        model: str = "unet3d-small",
-        model_overrides: dict[str, Any] | None = None,
-        embed_dim: int = 128,
-        loss: dict[str, Any] | None = None,
-        optimizer: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(model, model_overrides, optimizer)
+    def __init__(self, embed_dim: int = 128, loss: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
         self.projection = ProjectionHead(self.encoder.out_dim, embed_dim, "mlp-bn")
         self.loss = self.build_loss(
             "loss", loss, {"class_path": "medcl.losses.NTXentLoss", "init_args": {"temperature": 0.1}}
@@ -115,27 +107,24 @@ class SwinSSLPretraining(EncoderPretraining):
     """SwinUNETR-style self-supervision: rotation + contrastive + inpainting on the same encoder.
 
     Args:
-        model, model_overrides: segmentation network whose encoder is trained (``swinunetr-ssl`` for the MONAI
-            recipe; any medcl volume network works).
         embed_dim: contrastive head width (512 in the recipe).
         cutout_fraction, cutout_block: share of the volume cut out and the cube size in voxels.
         temperature: NT-Xent temperature (0.5 in the recipe).
         weights: (rotation, contrastive, reconstruction) loss weights.
-        optimizer: see :class:`~medcl.tasks.voco.EncoderPretraining`.
+        kwargs: ``model`` (``swinunetr-ssl`` for the MONAI recipe; any medcl volume network works),
+            ``model_overrides`` and ``optimizer`` of :class:`~medcl.tasks.voco.EncoderPretraining`.
     """
 
     def __init__(
         self,
-        model: str = "unet3d-small",
-        model_overrides: dict[str, Any] | None = None,
         embed_dim: int = 512,
         cutout_fraction: float = 0.3,
         cutout_block: int = 8,
         temperature: float = 0.5,
         weights: tuple[float, float, float] = (1.0, 1.0, 1.0),
-        optimizer: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(model, model_overrides, optimizer)
+        super().__init__(**kwargs)
         if not 0.0 <= cutout_fraction < 1.0 or cutout_block < 1:
             raise ValueError(f"cutout_fraction must be in [0, 1) and cutout_block >= 1, got {cutout_fraction}")
         in_channels = input_channels(self.encoder)

@@ -26,10 +26,10 @@ from medcl.tasks.base import MedclTask
 
 
 class EncoderPretraining(MedclTask):
-    """Common parts of the volume pretraining tasks: the encoder of segmentation network ``model``, optimised with
-    AdamW + warmup-cosine by default (``optimizer``: :class:`~medcl.tasks.optim.OptimizerConfig`; the plateau
-    schedule watches ``val/loss``). Subclasses define ``pretraining_loss(batch) -> dict`` with a ``loss`` entry plus
-    terms to log."""
+    """Common parts of the volume pretraining tasks: the encoder of segmentation network ``model`` (with
+    ``model_overrides`` merged into its config), optimised with AdamW + warmup-cosine by default (``optimizer``:
+    :class:`~medcl.tasks.optim.OptimizerConfig`; the plateau schedule watches ``val/loss``). Subclasses take these
+    three as ``**kwargs`` and define ``pretraining_loss(batch) -> dict`` with a ``loss`` entry plus terms to log."""
 
     optimizer_defaults: ClassVar[Mapping[str, Any]] = {"lr": 1e-4, "weight_decay": 1e-5, "monitor": "val/loss"}
 
@@ -65,12 +65,12 @@ class VoCoPretraining(EncoderPretraining):
     """VoCo pretraining on batches of :class:`medcl.data.volume.VoCoDataModule`.
 
     Args:
-        model, model_overrides: segmentation network whose encoder is trained (``swinunetr-voco``: MONAI
-            SwinUNETR v2, feature size 48, gradient checkpointing; ``unet3d-small``: a MONAI 3D CNN).
         hidden_dim, embed_dim: VoCo head widths (2048, 2048 in the recipe).
         teacher_momentum: EMA momentum of the teacher (0.9 in the repo); None trains without a teacher (CVPR).
         regularization_weight: weight of the base-discrepancy term.
-        optimizer: see :class:`EncoderPretraining` (recipe: lr 1e-4, warmup 5k of 250k steps, cosine).
+        kwargs: ``model`` (``swinunetr-voco``: MONAI SwinUNETR v2, feature size 48, gradient checkpointing;
+            ``unet3d-small``: a MONAI 3D CNN), ``model_overrides`` and ``optimizer`` (recipe: lr 1e-4, warmup 5k of
+            250k steps, cosine) of :class:`EncoderPretraining`.
 
     Logged: ``train/loss`` and its ``position``, ``negative``, ``regularization`` terms; ``val/position_mae``:
     mean |predicted - true| overlap (0 is perfect localisation; ~2/K for random embeddings).
@@ -78,15 +78,13 @@ class VoCoPretraining(EncoderPretraining):
 
     def __init__(
         self,
-        model: str = "unet3d-small",
-        model_overrides: dict[str, Any] | None = None,
         hidden_dim: int = 2048,
         embed_dim: int = 2048,
         teacher_momentum: float | None = 0.9,
         regularization_weight: float = 1.0,
-        optimizer: dict[str, Any] | None = None,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(model, model_overrides, optimizer)
+        super().__init__(**kwargs)
         if teacher_momentum is not None and not 0.0 <= teacher_momentum < 1.0:
             raise ValueError(f"teacher_momentum must be in [0, 1), got {teacher_momentum}")
         self.head = VoCoProjectionHead(self.encoder.out_dim, hidden_dim, embed_dim)

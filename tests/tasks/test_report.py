@@ -19,6 +19,7 @@ from medcl.data.text.reports import (
     flatten_structured_report,
     structure_report,
 )
+from medcl.errors import ConfigError
 from medcl.models import create_model
 from medcl.models.report_generator import codes_to_states, states_to_codes
 from medcl.tasks.report import ReportGeneration
@@ -72,6 +73,8 @@ def test_generation_controls(model, finding_prompt, monkeypatch) -> None:
     assert len(beams) == 2 and all(isinstance(t, str) for t in beams)
     short = model.generate(images, contexts, num_beams=1, max_new_tokens=3, min_new_tokens=3)
     assert all(c.startswith(s) and len(s) < len(c) for s, c in zip(short, cached))  # greedy: a prefix
+    with pytest.raises(ConfigError, match=r"unknown generation setting.*num_beam"):
+        model.generate(images, contexts, num_beam=1)  # a misspelt setting is an error, not silently ignored
 
 
 def test_captioning_loss_learns(model) -> None:

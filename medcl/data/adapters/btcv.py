@@ -109,11 +109,7 @@ class BTCVAdapter(VolumeAdapter):
 
     def process(self, item: WorkItem) -> list[dict[str, Any]]:
         info = item.info
-        if info["error"]:
-            raise InvalidInputError(item.path, info["error"])
-        if info["split"] != "test" and info["label"] is None:
-            raise InvalidInputError(item.path, "labelled split but no label path")
-        header = self.open_image(item.path)
+        header = self.open_listed(item, missing_label="labelled split but no label path")
         if info["label"] is not None:
             check_label(info["label"], header, BTCV_LABELS, verify=self.verify)
         return [

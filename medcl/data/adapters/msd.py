@@ -262,6 +262,16 @@ class VolumeAdapter(DatasetAdapter):
             load_values(path)
         return header
 
+    def open_listed(self, item: WorkItem, missing_label: str | None = None) -> nib.Nifti1Image:
+        """:meth:`open_image` of a case ``discover`` listed, once the problems found while listing it are reported:
+        its ``error``, and (given ``missing_label``, the layout's words for it) no label path in a labelled split."""
+        info = item.info
+        if info["error"]:
+            raise InvalidInputError(item.path, info["error"])
+        if missing_label is not None and info["split"] != "test" and info["label"] is None:
+            raise InvalidInputError(item.path, missing_label)
+        return self.open_image(item.path)
+
 
 def msd_modality(modality: Mapping[str, str]) -> str:
     """``{"0": "CT"}`` -> CT; MRI sequences (FLAIR, T1w, T2, ADC, MRI) -> MR."""
@@ -325,11 +335,7 @@ class MSDAdapter(VolumeAdapter):
 
     def process(self, item: WorkItem) -> list[dict[str, Any]]:
         info = item.info
-        if info["error"]:
-            raise InvalidInputError(item.path, info["error"])
-        if info["split"] != "test" and info["label"] is None:
-            raise InvalidInputError(item.path, "training entry has no label")
-        header = self.open_image(item.path)
+        header = self.open_listed(item, missing_label="training entry has no label")
         channel_names = [info["modality"][k] for k in sorted(info["modality"], key=int)]
         channels = geometry(header)["channels"]
         if channels != len(channel_names):

@@ -125,9 +125,7 @@ class TotalSegmentatorAdapter(VolumeAdapter):
 
     def process(self, item: WorkItem) -> list[dict[str, Any]]:
         info = item.info
-        if info["error"]:
-            raise InvalidInputError(item.path, info["error"])
-        header = self.open_image(item.path)
+        header = self.open_listed(item)
         label_map = np.zeros(header.shape[:3], dtype=np.uint8)
         for value, (_, members) in enumerate(info["groups"], start=1):
             for member in members:

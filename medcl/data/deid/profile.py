@@ -36,20 +36,18 @@ REMOVE, EMPTY, DUMMY, KEEP, CLEAN, NEW_UID, NEW_UIDS_INSIDE = "X", "Z", "D", "K"
 RESOLVED = {"X/Z": REMOVE, "X/D": REMOVE, "X/Z/D": REMOVE, "Z/D": EMPTY, "X/Z/U*": NEW_UIDS_INSIDE}
 ACTIONS = (REMOVE, EMPTY, DUMMY, KEEP, CLEAN, NEW_UID, *RESOLVED)
 
-# Profile and option columns of table_e1_1.csv -> (DICOM code of CID 7050, code meaning).
-BASIC_PROFILE_CODE = ("113100", "Basic Application Confidentiality Profile")
+
+def _read_table(path: Path) -> list[dict[str, str]]:
+    """The rows of one of the CSV tables shipped here (``#`` lines are their header comments)."""
+    with path.open(newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(line for line in fh if not line.startswith("#")))
+
+
+# Profile and option columns of table_e1_1.csv -> (DICOM code of CID 7050, code meaning), from cid_7050.csv.
 OPTION_CODES: dict[str, tuple[str, str]] = {
-    "retain_safe_private": ("113111", "Retain Safe Private Option"),
-    "retain_uids": ("113110", "Retain UIDs Option"),
-    "retain_device_identity": ("113109", "Retain Device Identity Option"),
-    "retain_institution_identity": ("113112", "Retain Institution Identity Option"),
-    "retain_patient_characteristics": ("113108", "Retain Patient Characteristics Option"),
-    "retain_long_full_dates": ("113106", "Retain Longitudinal Temporal Information Full Dates Option"),
-    "retain_long_modified_dates": ("113107", "Retain Longitudinal Temporal Information Modified Dates Option"),
-    "clean_descriptors": ("113105", "Clean Descriptors Option"),
-    "clean_structured_content": ("113104", "Clean Structured Content Option"),
-    "clean_graphics": ("113103", "Clean Graphics Option"),
+    row["column"]: (row["code"], row["meaning"]) for row in _read_table(TABLE_PATH.with_name("cid_7050.csv"))
 }
+BASIC_PROFILE_CODE = OPTION_CODES.pop("basic")
 
 # Modalities whose pixels often carry burned-in text whatever the header says: ultrasound and endoscopy screens
 # print the patient banner, secondary captures and "other" are screenshots or scanned documents, external-camera
@@ -71,13 +69,11 @@ class Rule:
 @functools.cache
 def table() -> tuple[Rule, ...]:
     """Table E.1-1 as shipped in ``table_e1_1.csv`` (see its header for the source and the edition)."""
-    with TABLE_PATH.open(newline="", encoding="utf-8") as fh:
-        reader = csv.DictReader(line for line in fh if not line.startswith("#"))
-        described = ("tag", "keyword", "name")
-        rules = tuple(
-            Rule(row["tag"], row["keyword"], row["name"], {k: v for k, v in row.items() if k not in described})
-            for row in reader
-        )
+    described = ("tag", "keyword", "name")
+    rules = tuple(
+        Rule(row["tag"], row["keyword"], row["name"], {k: v for k, v in row.items() if k not in described})
+        for row in _read_table(TABLE_PATH)
+    )
     for rule in rules:
         unknown = {a for a in rule.actions.values() if a and a not in ACTIONS}
         if unknown or not rule.actions["basic"]:

@@ -148,34 +148,7 @@ def stack_geometry(planes: Sequence[Plane], labels: Sequence[str], path: Path) -
     if len(planes) == 1:
         slice_step = normal * 1.0
     else:
-        gaps = np.diff(along_normal)
-        duplicate = np.flatnonzero(gaps < DUPLICATE_POSITION_MM)
-        if duplicate.size:
-            i = int(duplicate[0])
-            raise InvalidInputError(
-                path,
-                f"duplicated slice: {sorted_labels[i]} and {sorted_labels[i + 1]} lie at the same position "
-                f"({duplicate.size} duplicate(s) in total; a repeated acquisition or several series mixed together?)",
-            )
-        spacing = float(np.median(gaps))
-        ratios = gaps / spacing
-        nearest = np.rint(ratios)
-        off_grid = np.flatnonzero(np.abs(ratios - nearest) > SPACING_RTOL)
-        if off_grid.size:
-            raise InvalidInputError(
-                path,
-                f"inconsistent slice spacing: gaps range from {gaps.min():.4g} to {gaps.max():.4g} mm "
-                f"(median {spacing:.4g} mm), e.g. between {sorted_labels[off_grid[0]]} and "
-                f"{sorted_labels[off_grid[0] + 1]}",
-            )
-        missing = np.flatnonzero(nearest >= 2)
-        if missing.size:
-            i = int(missing[0])
-            raise InvalidInputError(
-                path,
-                f"missing slice(s): gap of {gaps[i]:.4g} mm between {sorted_labels[i]} and {sorted_labels[i + 1]} "
-                f"where slices are {spacing:.4g} mm apart (about {int(nearest[i]) - 1} missing)",
-            )
+        spacing = _regular_spacing(np.diff(along_normal), sorted_labels, path)
         slice_step = (positions[-1] - positions[0]) / (len(planes) - 1)
         expected = positions[0] + np.arange(len(planes))[:, None] * slice_step
         drift = np.linalg.norm(positions - expected, axis=1)
@@ -187,6 +160,41 @@ def stack_geometry(planes: Sequence[Plane], labels: Sequence[str], path: Path) -
                 "other slice positions",
             )
     return order, _plane_affine(planes[int(order[0])], slice_step)
+
+
+def _regular_spacing(gaps: np.ndarray, labels: Sequence[str], path: Path) -> float:
+    """The slice spacing (median gap) of a sorted stack; raises on the first duplicated slice, off-grid gap or
+    missing slice, naming the two slices around it (``labels`` in stack order)."""
+
+    def around(gap: int) -> str:
+        return f"{labels[gap]} and {labels[gap + 1]}"
+
+    duplicate = np.flatnonzero(gaps < DUPLICATE_POSITION_MM)
+    if duplicate.size:
+        raise InvalidInputError(
+            path,
+            f"duplicated slice: {around(int(duplicate[0]))} lie at the same position ({duplicate.size} duplicate(s) "
+            "in total; a repeated acquisition or several series mixed together?)",
+        )
+    spacing = float(np.median(gaps))
+    ratios = gaps / spacing
+    nearest = np.rint(ratios)
+    off_grid = np.flatnonzero(np.abs(ratios - nearest) > SPACING_RTOL)
+    if off_grid.size:
+        raise InvalidInputError(
+            path,
+            f"inconsistent slice spacing: gaps range from {gaps.min():.4g} to {gaps.max():.4g} mm "
+            f"(median {spacing:.4g} mm), e.g. between {around(int(off_grid[0]))}",
+        )
+    missing = np.flatnonzero(nearest >= 2)
+    if missing.size:
+        i = int(missing[0])
+        raise InvalidInputError(
+            path,
+            f"missing slice(s): gap of {gaps[i]:.4g} mm between {around(i)} where slices are {spacing:.4g} mm apart "
+            f"(about {int(nearest[i]) - 1} missing)",
+        )
+    return spacing
 
 
 def _plane_affine(plane: Plane, slice_step: np.ndarray) -> np.ndarray:

@@ -176,43 +176,33 @@ def write_dicom_series(
     instance_numbers = np.arange(1, n_slices + 1)
     if shuffle_instance_numbers:
         instance_numbers = np.random.default_rng(seed).permutation(instance_numbers)
-    series_uid = series_uid or generate_uid()
-    study_uid = study_uid or generate_uid()
-    frame_of_reference_uid = generate_uid()
-    acquired = dt.datetime.strptime(study_date, "%Y%m%d")
+    acquired = dt.datetime.strptime(study_date, "%Y%m%d").strftime("%H%M%S")
+    # What every slice of the series shares: identifiers, dates, equipment, plane geometry and pixel encoding.
+    series = {
+        "StudyInstanceUID": study_uid or generate_uid(), "SeriesInstanceUID": series_uid or generate_uid(),
+        "FrameOfReferenceUID": generate_uid(), "PatientName": patient_name, "PatientID": patient_id,
+        "PatientBirthDate": patient_birth_date, "PatientSex": "O", "AccessionNumber": accession_number,
+        "ReferringPhysicianName": "Smith^John", "InstitutionName": institution_name, "StudyID": "1", "SeriesNumber": 1,
+        "Manufacturer": "medcl synthetic",
+        **dict.fromkeys(("StudyDate", "SeriesDate", "ContentDate"), study_date),
+        **dict.fromkeys(("StudyTime", "SeriesTime", "ContentTime"), acquired),
+        "ImageOrientationPatient": _format_ds(np.concatenate([row_cosine, column_cosine])),
+        "PixelSpacing": _format_ds(np.array([row_spacing, column_spacing])),
+        "SliceThickness": _format_ds(np.array([slice_gap]))[0],
+        "Rows": int(volume.shape[1]), "Columns": int(volume.shape[0]), "SamplesPerPixel": 1,
+        "PhotometricInterpretation": "MONOCHROME2",
+        "BitsAllocated": 16, "BitsStored": 16, "HighBit": 15, "PixelRepresentation": 1,
+        "RescaleSlope": _format_ds(np.array([rescale_slope]))[0],
+        "RescaleIntercept": _format_ds(np.array([rescale_intercept]))[0],
+        **({"RescaleType": "HU", "WindowCenter": "40", "WindowWidth": "400"} if modality == "CT" else {}),
+    }  # fmt: skip
     paths = []
     for k in range(n_slices):
         path = out_dir / f"IM{int(instance_numbers[k]):05d}.dcm"
         ds = _new_file(path, modality, None)
-        ds.StudyInstanceUID = study_uid
-        ds.SeriesInstanceUID = series_uid
-        ds.FrameOfReferenceUID = frame_of_reference_uid
-        ds.PatientName = patient_name
-        ds.PatientID = patient_id
-        ds.PatientBirthDate = patient_birth_date
-        ds.PatientSex = "O"
-        ds.StudyDate = ds.SeriesDate = ds.ContentDate = study_date
-        ds.StudyTime = ds.SeriesTime = ds.ContentTime = acquired.strftime("%H%M%S")
-        ds.AccessionNumber = accession_number
-        ds.ReferringPhysicianName = "Smith^John"
-        ds.InstitutionName = institution_name
-        ds.StudyID = "1"
-        ds.SeriesNumber = 1
+        ds.update(series)
         ds.InstanceNumber = int(instance_numbers[k])
-        ds.Manufacturer = "medcl synthetic"
         ds.ImagePositionPatient = _format_ds(origin + k * slice_step)
-        ds.ImageOrientationPatient = _format_ds(np.concatenate([row_cosine, column_cosine]))
-        ds.PixelSpacing = _format_ds(np.array([row_spacing, column_spacing]))
-        ds.SliceThickness = _format_ds(np.array([slice_gap]))[0]
-        ds.Rows, ds.Columns = int(volume.shape[1]), int(volume.shape[0])
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 1
-        ds.RescaleSlope = _format_ds(np.array([rescale_slope]))[0]
-        ds.RescaleIntercept = _format_ds(np.array([rescale_intercept]))[0]
-        if modality == "CT":
-            ds.RescaleType = "HU"
-            ds.WindowCenter, ds.WindowWidth = "40", "400"
         ds.PixelData = np.ascontiguousarray(stored[:, :, k].T).tobytes()  # stored row-major: (rows, columns)
         paths.append(_save(ds, path, extra_tags))
     return paths

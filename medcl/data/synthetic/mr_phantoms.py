@@ -16,16 +16,17 @@ import numpy as np
 from medcl.data.adapters.brats import BRATS_CHANNELS
 from medcl.data.synthetic.phantom_geometry import cylinder, ellipsoid, finish_intensity, normalized_grid
 
-# Tissue intensities per modality (FLAIR, T1, T1ce, T2): CSF dark on FLAIR, oedema bright on FLAIR/T2,
-# enhancing rim bright on T1ce only, necrosis dark on T1.
-_BRAIN_CONTRAST = {
-    "csf": (120.0, 250.0, 250.0, 1600.0),
-    "grey": (700.0, 550.0, 560.0, 800.0),
-    "white": (600.0, 800.0, 810.0, 550.0),
-    "oedema": (1300.0, 450.0, 460.0, 1300.0),
-    "necrosis": (800.0, 300.0, 320.0, 1500.0),
-    "enhancing": (1000.0, 600.0, 1500.0, 900.0),
-}
+# Tissue intensities, one row per modality in BRATS_CHANNELS order (FLAIR, T1, T1ce, T2), one column per tissue of
+# _TISSUES: CSF dark on FLAIR, oedema bright on FLAIR/T2, enhancing rim bright on T1ce only, necrosis dark on T1.
+_TISSUES = ("csf", "grey", "white", "oedema", "necrosis", "enhancing")
+_BRAIN_CONTRAST = np.array(
+    [
+        [120.0, 700.0, 600.0, 1300.0, 800.0, 1000.0],  # FLAIR
+        [250.0, 550.0, 800.0, 450.0, 300.0, 600.0],  # T1
+        [250.0, 560.0, 810.0, 460.0, 320.0, 1500.0],  # T1ce
+        [1600.0, 800.0, 550.0, 1300.0, 1500.0, 900.0],  # T2
+    ]
+)
 BRATS_NCR, BRATS_ED, BRATS_ET = 1, 2, 4
 
 
@@ -33,8 +34,8 @@ def brain_phantom(shape: Sequence[int], rng: np.random.Generator) -> tuple[np.nd
     """Skull-stripped brain with a glioma: returns ``(image (X, Y, Z, 4) float32 in BRATS_CHANNELS order,
     seg uint8 with BraTS 2021 labels 1 NCR, 2 ED, 4 ET)`` in the canonical RAS grid."""
     grid = normalized_grid(shape)
-    tissue = np.zeros(tuple(shape), dtype=np.uint8)  # 0 background, then keys of _BRAIN_CONTRAST in order (1-based)
-    code = {name: i + 1 for i, name in enumerate(_BRAIN_CONTRAST)}
+    tissue = np.zeros(tuple(shape), dtype=np.uint8)  # 0 background, then _TISSUES in order (1-based)
+    code = {name: i + 1 for i, name in enumerate(_TISSUES)}
     brain = ellipsoid(grid, rng.normal(0.0, 0.02, 3), np.array([0.72, 0.85, 0.72]) * rng.uniform(0.92, 1.05, 3), 0.03)
     white = ellipsoid(grid, (0.0, 0.0, 0.0), (0.58, 0.70, 0.56), 0.12, rng.uniform(0, 2 * np.pi))
     tissue[brain] = code["grey"]
@@ -59,7 +60,7 @@ def brain_phantom(shape: Sequence[int], rng: np.random.Generator) -> tuple[np.nd
         seg[mask] = label
 
     contrast = np.zeros((len(code) + 1, len(BRATS_CHANNELS)), dtype=np.float32)
-    contrast[1:] = np.asarray(list(_BRAIN_CONTRAST.values()))
+    contrast[1:] = _BRAIN_CONTRAST.T
     channels = []
     u, v, w = grid
     for m in range(len(BRATS_CHANNELS)):

@@ -33,6 +33,15 @@ class MSDTask:
 
 
 _MSD_LICENCE = "CC-BY-SA 4.0"
+
+
+def _ct_task(organ: str, description: str, reference: str, tumour: bool) -> MSDTask:
+    """An MSD CT task: the organ is label 1, its tumour (when the task has one) label 2 "cancer"."""
+    labels = {"0": "background", "1": organ, **({"2": "cancer"} if tumour else {})}
+    return MSDTask(organ, {"0": "CT"}, labels, description, reference, organ if tumour else None, organ)
+
+
+_MSKCC = "Memorial Sloan Kettering Cancer Center"
 MSD_TASKS = {
     "Task01_BrainTumour": MSDTask(
         "BRATS",
@@ -41,32 +50,9 @@ MSD_TASKS = {
         "Gliomas segmentation tumour and oedema in on brain images",
         "https://www.med.upenn.edu/sbia/brats2017.html",
     ),
-    "Task03_Liver": MSDTask(
-        "liver",
-        {"0": "CT"},
-        {"0": "background", "1": "liver", "2": "cancer"},
-        "Liver and liver tumour segmentation",
-        "Radboud University Medical Center",
-        lesion_organ="liver",
-        target="liver",
-    ),
-    "Task07_Pancreas": MSDTask(
-        "pancreas",
-        {"0": "CT"},
-        {"0": "background", "1": "pancreas", "2": "cancer"},
-        "Pancreas and pancreatic tumour segmentation",
-        "Memorial Sloan Kettering Cancer Center",
-        lesion_organ="pancreas",
-        target="pancreas",
-    ),
-    "Task09_Spleen": MSDTask(
-        "spleen",
-        {"0": "CT"},
-        {"0": "background", "1": "spleen"},
-        "Spleen Segmentation",
-        "Memorial Sloan Kettering Cancer Center",
-        target="spleen",
-    ),
+    "Task03_Liver": _ct_task("liver", "Liver and liver tumour segmentation", "Radboud University Medical Center", True),
+    "Task07_Pancreas": _ct_task("pancreas", "Pancreas and pancreatic tumour segmentation", _MSKCC, True),
+    "Task09_Spleen": _ct_task("spleen", "Spleen Segmentation", _MSKCC, False),
 }
 # MSD Task01 renumbers the BraTS labels: oedema 1, non-enhancing/necrotic 2, enhancing 3.
 _BRATS_TO_MSD = np.array([0, 2, 1, 0, 3], dtype=np.uint8)

@@ -3,12 +3,18 @@
 A :class:`Mention` is one sentence plus its label effects (1 positive, 0 negated, -1 uncertain). Reports are built
 from mentions, so the labels agree with the text by construction: positives assert, uncertain mentions hedge
 ("possible", "cannot be excluded", "may reflect"), negatives deny ("No pleural effusion.").
+
+The sentences that are a table (templates of findings worded by their grade or size alone, hedges, negations,
+normal phrases, reasons for the exam) are data, ``report_sentences.json``, read once; the sentences whose wording
+follows rules (sides, plurals, pneumonia qualifiers) are built here.
 """
 
 from __future__ import annotations
 
+import json
 import textwrap
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -19,6 +25,7 @@ from medcl.data.text.labels import CHEXPERT_LABELS
 PATHOLOGIES = tuple(label for label in CHEXPERT_LABELS if label not in ("No Finding", "Support Devices"))
 # CheXpert aggregation over mentions: a positive mention wins over an uncertain one, which wins over a negation.
 _PRIORITY = {1.0: 3, -1.0: 2, 0.0: 1}
+_SENTENCES = json.loads(Path(__file__).with_name("report_sentences.json").read_text(encoding="utf-8"))
 
 
 @dataclass(frozen=True)
@@ -43,11 +50,12 @@ def pick(rng: np.random.Generator, options: list[str]) -> str:
     return options[int(rng.integers(len(options)))]
 
 
-def _asserted(
-    name: str, rng: np.random.Generator, body: list[str], impression: list[str]
-) -> tuple[list[Mention], list[Mention]]:
-    """One findings sentence, then one impression sentence, both asserting ``name``."""
-    return [Mention(pick(rng, body), {name: 1.0})], [Mention(pick(rng, impression), {name: 1.0})]
+def _asserted(name: str, rng: np.random.Generator, **words: str) -> tuple[list[Mention], list[Mention]]:
+    """One findings sentence, then one impression sentence, both asserting ``name``: its templates in
+    ``report_sentences.json`` filled with ``words``."""
+    templates = _SENTENCES["asserted"][name]
+    body, impression = (pick(rng, templates[section]).format(**words) for section in ("findings", "impression"))
+    return [Mention(body, {name: 1.0})], [Mention(impression, {name: 1.0})]
 
 
 def _grade(severity: float, words: tuple[str, str, str]) -> str:
@@ -73,18 +81,7 @@ def positive_mentions(finding: Finding, rng: np.random.Generator) -> tuple[list[
     s, name = finding.severity, finding.name
     if name == "Cardiomegaly":
         adverb = _grade(s, ("mildly", "moderately", "markedly"))
-        adjective = _grade(s, ("Mild", "Moderate", "Severe"))
-        return _asserted(
-            name,
-            rng,
-            [
-                f"The heart is {adverb} enlarged.",
-                f"{adjective} cardiomegaly is present.",
-                f"The cardiac silhouette is {adverb} enlarged.",
-                f"Heart size is {adverb} enlarged.",
-            ],
-            [f"{adjective} cardiomegaly.", "Cardiomegaly.", f"{adjective} enlargement of the heart."],
-        )
+        return _asserted(name, rng, adverb=adverb, adjective=_grade(s, ("Mild", "Moderate", "Severe")))
     if name == "Pleural Effusion":
         size = _grade(s, ("Small", "Moderate", "Large"))
         side = _side_phrase(finding.sides)
@@ -109,18 +106,9 @@ def positive_mentions(finding: Finding, rng: np.random.Generator) -> tuple[list[
         kind = "mass" if diameter_mm >= 30 else "nodule"
         size = f"{diameter_mm / 10:.1f} cm" if kind == "mass" else f"{diameter_mm} mm"
         zone = _zone(finding)
+        concern = ", concerning for malignancy" if kind == "mass" else ""
         return _asserted(
-            name,
-            rng,
-            [
-                f"There is a {size} {kind} in the {zone}.",
-                f"A {size} {kind} projects over the {zone}.",
-                f"{kind.capitalize()} in the {zone} measures {size}.",
-            ],
-            [
-                f"{zone.capitalize()} {kind}; CT is recommended for further evaluation.",
-                f"{size} {zone} {kind}, concerning for malignancy." if kind == "mass" else f"{size} {zone} {kind}.",
-            ],
+            name, rng, size=size, kind=kind, Kind=kind.capitalize(), zone=zone, Zone=zone.capitalize(), concern=concern
         )
     if name == "Pneumothorax":
         size = _grade(s, ("small", "moderate", "large"))
@@ -160,16 +148,7 @@ def positive_mentions(finding: Finding, rng: np.random.Generator) -> tuple[list[
         return [Mention(body, {name: 1.0})], [Mention(f"{zone.capitalize()} {noun}{tail}.", labels)]
     if name == "Edema":
         grade = _grade(s, ("mild", "moderate", "severe"))
-        return _asserted(
-            name,
-            rng,
-            [
-                f"There is {grade} pulmonary edema.",
-                f"Perihilar haziness and vascular indistinctness are consistent with {grade} pulmonary edema.",
-                f"Pulmonary vascular congestion with {grade} interstitial edema.",
-            ],
-            [f"{grade.capitalize()} pulmonary edema.", f"Findings consistent with {grade} pulmonary edema."],
-        )
+        return _asserted(name, rng, grade=grade, Grade=grade.capitalize())
     if name == "Atelectasis":
         side = finding.sides[0]
         grade = _grade(s, ("Minimal", "Mild", "Moderate"))
@@ -204,112 +183,24 @@ def uncertain_mention(finding: Finding, rng: np.random.Generator) -> Mention:
     """A hedged mention (CheXpert code -1) of a finding that is subtle or absent on the film."""
     name = finding.name
     side = _side_phrase(finding.sides) if finding.sides else ""
-    options = {
-        "Cardiomegaly": ["Heart size is borderline enlarged.", "Possible mild cardiomegaly."],
-        "Pleural Effusion": [
-            f"Possible small {side} pleural effusion.",
-            f"A trace {side} pleural effusion cannot be excluded.",
-        ],
-        "Lung Lesion": [f"Possible nodule in the {side} lung; consider CT for further evaluation."],
-        "Pneumothorax": [
-            f"Possible tiny {side} apical pneumothorax.",
-            f"A small {side} pneumothorax cannot be excluded.",
-        ],
-        "Consolidation": [f"Possible early consolidation in the {side} lung base."],
-        "Edema": ["Possible mild interstitial edema.", "Mild pulmonary edema cannot be excluded."],
-        "Atelectasis": [f"{side.capitalize()} basilar opacity may reflect atelectasis."],
-    }
-    text = pick(rng, options[name])
+    text = pick(rng, _SENTENCES["uncertain"][name]).format(side=side, Side=side.capitalize())
     labels = {name: -1.0}
     if "opacity" in text:
         labels["Lung Opacity"] = 1.0
     return Mention(text, labels)
 
 
+# Negated mentions per label: (sentence, the codes it sets).
 NEGATIONS: dict[str, list[tuple[str, dict[str, float]]]] = {
-    "Cardiomegaly": [
-        ("Heart size is normal.", {"Cardiomegaly": 0.0}),
-        ("The heart is normal in size.", {"Cardiomegaly": 0.0}),
-        ("No cardiomegaly.", {"Cardiomegaly": 0.0}),
-    ],
-    "Pleural Effusion": [
-        ("No pleural effusion.", {"Pleural Effusion": 0.0}),
-        ("There is no pleural effusion or pneumothorax.", {"Pleural Effusion": 0.0, "Pneumothorax": 0.0}),
-        ("No effusion is seen.", {"Pleural Effusion": 0.0}),
-    ],
-    "Pneumothorax": [("No pneumothorax.", {"Pneumothorax": 0.0}), ("There is no pneumothorax.", {"Pneumothorax": 0.0})],
-    "Consolidation": [
-        ("No focal consolidation.", {"Consolidation": 0.0}),
-        ("There is no focal consolidation to suggest pneumonia.", {"Consolidation": 0.0, "Pneumonia": 0.0}),
-    ],
-    "Pneumonia": [("No evidence of pneumonia.", {"Pneumonia": 0.0})],
-    "Edema": [
-        ("No pulmonary edema.", {"Edema": 0.0}),
-        ("There is no pulmonary vascular congestion or edema.", {"Edema": 0.0}),
-    ],
-    "Enlarged Cardiomediastinum": [
-        ("The cardiomediastinal silhouette is normal.", {"Enlarged Cardiomediastinum": 0.0}),
-        ("Mediastinal contours are within normal limits.", {"Enlarged Cardiomediastinum": 0.0}),
-    ],
-    "Lung Lesion": [("No suspicious pulmonary nodules.", {"Lung Lesion": 0.0})],
-    "Fracture": [("No displaced rib fractures.", {"Fracture": 0.0}), ("No acute fracture is seen.", {"Fracture": 0.0})],
+    label: [(sentence, codes) for sentence, codes in options] for label, options in _SENTENCES["negations"].items()
 }
-NORMAL_IMPRESSIONS = [
-    "No acute cardiopulmonary process.",
-    "No acute intrathoracic process.",
-    "No acute cardiopulmonary abnormality.",
-    "Normal chest radiograph.",
-]
-NORMAL_LUNGS = ["The lungs are clear.", "Lungs are well expanded and clear.", "The lungs are clear bilaterally."]
-
-
+NORMAL_IMPRESSIONS: list[str] = _SENTENCES["normal_impressions"]
+NORMAL_LUNGS: list[str] = _SENTENCES["normal_lungs"]
 # Reason-for-exam fragments, grouped by the findings they make more likely (correlated, never deterministic).
-INDICATIONS = {
-    "chf": [
-        "dyspnea",
-        "shortness of breath",
-        "CHF exacerbation",
-        "lower extremity edema",
-        "hypoxia and volume overload",
-    ],
-    "infection": ["fever", "cough", "productive cough and fever", "leukocytosis", "fever and hypoxia"],
-    "trauma": ["chest pain", "fall", "trauma", "s/p thoracentesis", "s/p lung biopsy", "sudden pleuritic chest pain"],
-    "lesion": [
-        "weight loss",
-        "long smoking history",
-        "hemoptysis",
-        "history of lung cancer",
-        "follow-up of lung nodule",
-    ],
-    "icu": ["intubated", "ET tube placement", "NG tube placement", "s/p central line placement", "s/p pacemaker"],
-    "generic": ["preop", "altered mental status", "chest pain", "weakness", "routine evaluation", "syncope"],
-}
-QUESTIONS = {
-    "chf": ["eval for effusion", "? fluid overload", "eval for pulmonary edema", "eval for CHF"],
-    "infection": ["eval for pneumonia", "r/o pneumonia", "? infiltrate", "eval for consolidation"],
-    "trauma": ["? ptx", "eval for pneumothorax", "r/o fracture or ptx"],
-    "lesion": ["eval for mass", "interval change of nodule", "eval for lesion"],
-    "icu": ["assess tube placement", "line placement", "eval position of tube"],
-    "generic": ["eval for acute process", "eval for acute cardiopulmonary process", "r/o acute process"],
-}
-HISTORIES = {
-    "chf": "history of congestive heart failure",
-    "infection": "recent upper respiratory infection",
-    "trauma": "recent fall",
-    "lesion": "long smoking history",
-    "icu": "respiratory failure",
-    "generic": "hypertension",
-}
-FINDING_CONTEXT = {
-    "Cardiomegaly": "chf",
-    "Edema": "chf",
-    "Pleural Effusion": "chf",
-    "Consolidation": "infection",
-    "Pneumothorax": "trauma",
-    "Lung Lesion": "lesion",
-    "Support Devices": "icu",
-    "Atelectasis": "icu",
-}
+INDICATIONS: dict[str, list[str]] = _SENTENCES["indications"]
+QUESTIONS: dict[str, list[str]] = _SENTENCES["questions"]
+HISTORIES: dict[str, str] = _SENTENCES["histories"]
+FINDING_CONTEXT: dict[str, str] = _SENTENCES["finding_context"]
 
 
 def wrap_section(header: str | None, text: str, *, inline: bool) -> list[str]:

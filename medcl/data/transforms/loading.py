@@ -56,7 +56,26 @@ class LoadGazeHeatmap(Transform):
         return np.ascontiguousarray(map_to_channel_first(np.asarray(source)))  # a copy: the caller keeps its array
 
 
-class LoadGazeHeatmapd(MapTransform):
+class _GazeOnImageGridd(MapTransform):
+    """Base of the dictionary gaze loaders: what each key holds goes through :class:`LoadGazeHeatmap` onto the grid
+    of ``image_key``'s image; :meth:`load` gives the entries a key becomes."""
+
+    def __init__(self, keys: KeysCollection, image_key: str = "image") -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        self.image_key = image_key
+        self.loader = LoadGazeHeatmap()
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.keys:
+            d.update(self.load(key, d.get(key), d[self.image_key]))
+        return d
+
+    def load(self, key: Hashable, value: Any, image: Any) -> dict[Hashable, Any]:
+        raise NotImplementedError
+
+
+class LoadGazeHeatmapd(_GazeOnImageGridd):
     """Dictionary-based wrapper of :class:`LoadGazeHeatmap`: heatmaps onto the grid of ``image_key``'s image.
 
     Missing heatmaps (key absent or None) become zeros when ``allow_missing`` is set, and ``<key>_present`` records
@@ -64,25 +83,17 @@ class LoadGazeHeatmapd(MapTransform):
     """
 
     def __init__(self, keys: KeysCollection, image_key: str = "image", allow_missing: bool = True) -> None:
-        super().__init__(keys, allow_missing_keys=True)
-        self.image_key = image_key
+        super().__init__(keys, image_key)
         self.allow_missing = allow_missing
-        self.loader = LoadGazeHeatmap()
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        image = d[self.image_key]
-        for key in self.keys:
-            source = d.get(key)
-            if source is None and not self.allow_missing:
-                where = image.meta.get("filename_or_obj") if isinstance(image, MetaTensor) else None
-                raise InvalidInputError(where, f"no gaze heatmap under {key!r}")
-            d[key] = self.loader(source, image)
-            d[f"{key}_present"] = source is not None
-        return d
+    def load(self, key: Hashable, value: Any, image: Any) -> dict[Hashable, Any]:
+        if value is None and not self.allow_missing:
+            where = image.meta.get("filename_or_obj") if isinstance(image, MetaTensor) else None
+            raise InvalidInputError(where, f"no gaze heatmap under {key!r}")
+        return {key: self.loader(value, image), f"{key}_present": value is not None}
 
 
-class LoadGazeSentencesd(MapTransform):
+class LoadGazeSentencesd(_GazeOnImageGridd):
     """Stack the sentence heatmaps listed under each key into one (M, W, H) map on the image's grid.
 
     Each map goes through :class:`LoadGazeHeatmap` (same axis convention and shape check as the full-reading map);
@@ -91,19 +102,13 @@ class LoadGazeSentencesd(MapTransform):
     """
 
     def __init__(self, keys: KeysCollection = "gaze_sentences", image_key: str = "image") -> None:
-        super().__init__(keys, allow_missing_keys=True)
-        self.image_key = image_key
-        self.loader = LoadGazeHeatmap()
+        super().__init__(keys, image_key)
 
-    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
-        d = dict(data)
-        image = d[self.image_key]
-        for key in self.keys:
-            sources = list(d.get(key) or [])
-            maps = [self.loader(source, image) for source in sources] or [self.loader(None, image)]
-            d[key] = torch.cat(maps, dim=0)  # a MetaTensor on the image's grid, like the full-reading map
-            d[f"{str(key).removesuffix('s')}_count"] = len(sources)
-        return d
+    def load(self, key: Hashable, value: Any, image: Any) -> dict[Hashable, Any]:
+        sources = list(value or [])
+        maps = [self.loader(source, image) for source in sources] or [self.loader(None, image)]
+        # A MetaTensor on the image's grid, like the full-reading map.
+        return {key: torch.cat(maps, dim=0), f"{str(key).removesuffix('s')}_count": len(sources)}
 
 
 class LoadMedclImaged(LoadImaged):
