@@ -12,7 +12,7 @@ import pandas as pd
 import pydicom
 
 from medcl.commands.lightning import lightning_main
-from medcl.data.deid import scan_for_phi
+from medcl.data.deid import find_phi, scan_for_phi
 from medcl.data.prepare import prepare
 from medcl.data.synthetic.mimic_cxr import generate_mimic_cxr
 
@@ -29,27 +29,55 @@ PHI_TAGS = {
 NEEDLES = ["Janet", "Quincy", "19450317", "Elsewhere", "Gregory", "ACC99887766", "MRN55501234", "Harbour Lane"]
 
 
-def test_planted_phi_never_leaves_the_source_tree(tmp_path, monkeypatch):
+# What a radiograph's pixels need: copied from the generated file into its planted replacement.
+PIXEL_MODULE = ("Rows", "Columns", "SamplesPerPixel", "PhotometricInterpretation", "BitsAllocated", "BitsStored",
+                "HighBit", "PixelRepresentation", "PixelData", "WindowCenter", "WindowWidth", "RescaleSlope",
+                "RescaleIntercept", "PixelSpacing", "ImagerPixelSpacing")  # fmt: skip
+
+
+def test_planted_phi_never_leaves_the_source_tree(tmp_path, monkeypatch, caplog, capfd):
+    """A MIMIC-CXR (DICOM) tree whose files carry a planted value in every attribute of PS3.15 Table E.1-1 (and a
+    private block, nested sequences, curves and overlays), through prepare, training on a disk cache, MLflow (the run
+    and the logged model), and the served model's answers and error messages: no planted value anywhere."""
+    from phi_dicom import planted_dataset, planted_uid
+
+    from medcl.deploy.pyfunc import load_model_folder
+    from medcl.errors import InvalidInputError
+
     source = tmp_path / "source" / "mimic-cxr"
     generate_mimic_cxr(
         source, n_subjects=16, seed=5, image_size=64, jpg=False, dicom=True, split_fractions=(0.5, 0.25, 0.25)
     )
     dicoms = sorted(source.rglob("*.dcm"))
-    assert dicoms
-    for path in dicoms:
-        dataset = pydicom.dcmread(path)
+    needles: set[str] = set(NEEDLES)
+    for n, path in enumerate(dicoms):  # the whole table in every file (826 planted values each)
+        generated = pydicom.dcmread(path)
+        planted, found = planted_dataset(
+            n + 10, patient_id=f"MRN{n:06d}", study_uid=planted_uid(7, n), series_uid=planted_uid(8, n),
+            sop_uid=planted_uid(9, n),
+        )  # fmt: skip
+        planted.BurnedInAnnotation = "NO"
+        for keyword in PIXEL_MODULE:
+            if keyword in generated:
+                setattr(planted, keyword, generated.data_element(keyword).value)
+            elif keyword in planted:
+                delattr(planted, keyword)
+        planted.file_meta.TransferSyntaxUID = generated.file_meta.TransferSyntaxUID
         for keyword, value in PHI_TAGS.items():
-            setattr(dataset, keyword, value)
-        dataset.save_as(path)
-    assert scan_for_phi(dicoms[0], NEEDLES)  # the needles are really there to be found
+            setattr(planted, keyword, value)
+        planted.save_as(path, enforce_file_format=True)
+        needles |= found
+    assert scan_for_phi(dicoms[0], needles)  # the needles are really there to be found
 
     work = tmp_path / "work"
     work.mkdir()
     monkeypatch.chdir(work)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
-    manifest = prepare(
-        "mimic-cxr", source, work / "manifest.csv", workers=1, progress=False, image_format="dcm"
-    ).manifest
+    caplog.set_level(logging.INFO)
+    prepared = prepare("mimic-cxr", source, work / "manifest.csv", workers=1, progress=False, image_format="dcm")
+    manifest = prepared.manifest
+    assert prepared.counts["quarantined"] == 0 and prepared.counts["rows"] > 20  # every planted file was usable
+    callback = {"class_path": "medcl.deploy.LogBestModel", "init_args": {"registered_name": "phi-check"}}
     lightning_main(
         [
             "fit",
@@ -67,11 +95,26 @@ def test_planted_phi_never_leaves_the_source_tree(tmp_path, monkeypatch):
             "--trainer.enable_progress_bar=false",
             f"--trainer.default_root_dir={work / 'run'}",
             f"--checkpoint.dirpath={work / 'run' / 'checkpoints'}",
+            f"--trainer.callbacks=[{json.dumps(callback)}]",
         ]
     )
     assert any((work / "cache").iterdir()), "the disk cache was not used"
     assert any(p.suffix == ".ckpt" for p in (work / "run" / "checkpoints").iterdir())
-    assert scan_for_phi(work, NEEDLES) == []  # manifest, quarantine, cache, checkpoints, mlflow.db, artifacts
+
+    # The served model on the planted files themselves: answers and error messages.
+    model = load_model_folder("models:/phi-check@champion")
+    answers = [json.dumps(model.predict_image(model.decode(path.read_bytes(), path.name))) for path in dicoms[:3]]
+    errors = []
+    for path in dicoms[:3]:
+        try:
+            model.decode(path.read_bytes()[:-400], path.name)  # pixel data cut short: an error about this file
+        except InvalidInputError as err:
+            errors.append(str(err))
+    assert len(errors) == 3 and all(e.startswith("upload: ") for e in errors)
+    said = "".join(answers) + "".join(errors) + caplog.text + "".join(capfd.readouterr())
+    assert find_phi(said, needles) == []
+    # Manifest, quarantine, cache, checkpoints, mlflow.db (params, metrics, tags), artifacts and the model folder.
+    assert scan_for_phi(work, needles) == []
 
 
 def test_every_table_e1_1_attribute_stays_out_of_everything_prepare_writes(tmp_path, caplog, capfd, monkeypatch):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -36,7 +39,10 @@ class MlflowServer:
         command = [str(mlflow), "server", "--backend-store-uri", f"sqlite:///{self.root / 'mlflow.db'}",
                    "--artifacts-destination", str(self.root / "artifacts"), "--host", "127.0.0.1",
                    "--port", str(self.port), "--workers", "1"]  # fmt: skip
-        self.process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own process group: `mlflow server` starts uvicorn, a job runner and task consumers, all killed together.
+        self.process = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             try:
@@ -47,10 +53,10 @@ class MlflowServer:
         raise RuntimeError("mlflow server did not start")
 
     def stop(self) -> None:
-        """Kill the server (and its uvicorn worker) at once, as a crash or a lost host would."""
+        """Kill the server and every process it started at once, as a crash or a lost host would."""
         if self.process is not None:
-            subprocess.run(["pkill", "-KILL", "-f", f"--port {self.port}"], check=False)
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(30)
             self.process = None
 
