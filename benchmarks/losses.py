@@ -170,7 +170,7 @@ def main() -> None:
             if completed.returncode != 0:
                 raise SystemExit(f"mode {mode} failed (a naive N x N step may not fit in memory):\n{completed.stderr}")
             results[mode] = json.loads(completed.stdout.strip().splitlines()[-1])
-            results[mode]["tensors"] = torch.load(path)
+            results[mode]["tensors"] = torch.load(path, weights_only=True)
     for mode, seconds in time_modes(modes, n, args.dim, args.chunk_size, args.repeats, args.device).items():
         results[mode]["best_seconds"] = seconds
 
